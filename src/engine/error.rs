@@ -1,0 +1,134 @@
+//! The engine's error type. Findings of recovery that are not failures (a torn
+//! tail truncated, a batch discarded) are in [`RecoveryReport`](super::RecoveryReport).
+
+use std::io;
+use std::path::PathBuf;
+
+use super::SegmentId;
+use super::format::DecodeError;
+
+/// Everything an engine call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system call on a data file failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What the engine was doing ("writing", "syncing", ...).
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The data directory is already open in this or another process.
+    #[error("data directory {path} is already open by another kvstore engine (lock file held)")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// A key of zero bytes was given.
+    #[error("key must not be empty")]
+    EmptyKey,
+    /// A key longer than the configured limit.
+    #[error("key is {len} bytes; the limit is {max}")]
+    KeyTooLarge {
+        /// Length of the key given.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A value longer than the configured limit.
+    #[error("value is {len} bytes; the limit is {max}")]
+    ValueTooLarge {
+        /// Length of the value given.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A batch too large to be written as one atomic unit within a segment.
+    #[error("batch encodes to {len} bytes; at most {max} fit one segment")]
+    BatchTooLarge {
+        /// Encoded size of the batch.
+        len: u64,
+        /// The largest that fits.
+        max: u64,
+    },
+    /// An earlier write or fsync failed; the engine refuses writes until reopened.
+    #[error("engine is read-only after an I/O failure ({cause}); restart to recover")]
+    ReadOnly {
+        /// The failure that latched the engine.
+        cause: String,
+    },
+    /// The engine was closed.
+    #[error("engine is closed")]
+    Closed,
+    /// A stored record failed its checksum when read.
+    #[error("corrupt record in segment {segment} at offset {offset}: {reason}")]
+    Corrupt {
+        /// The segment holding it.
+        segment: SegmentId,
+        /// The record's offset.
+        offset: u64,
+        /// What was wrong.
+        reason: DecodeError,
+    },
+    /// A data file was written by an unsupported format version.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong with its header.
+        reason: DecodeError,
+    },
+    /// An [`Options`](super::Options) field is out of range.
+    #[error("invalid option {name}: {reason}")]
+    InvalidOption {
+        /// The field.
+        name: &'static str,
+        /// Its valid range.
+        reason: &'static str,
+    },
+    /// The legacy `wal.log` could not be migrated; it was left untouched.
+    #[error("cannot migrate legacy {path} (line {line}): {reason}")]
+    Legacy {
+        /// The legacy file.
+        path: PathBuf,
+        /// 1-based line number of the problem.
+        line: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// `wal.log` is in the legacy format but no decoder was configured.
+    #[error(
+        "{path} is in the legacy JSON-lines format; open with Options::legacy_decoder set to migrate it"
+    )]
+    LegacyWithoutDecoder {
+        /// The legacy file.
+        path: PathBuf,
+    },
+}
+
+/// Result of engine calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True for errors caused by the caller's input rather than the store.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::EmptyKey
+                | Error::KeyTooLarge { .. }
+                | Error::ValueTooLarge { .. }
+                | Error::BatchTooLarge { .. }
+        )
+    }
+}

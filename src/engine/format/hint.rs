@@ -1,0 +1,240 @@
+//! The hint file: the index of one sealed segment, so start-up reads keys and
+//! locations instead of values.
+//!
+//! ```text
+//! offset  size  field
+//! 0       20    file header (kind = hint, segment id of the segment it indexes)
+//! 20      8     length of the segment file it describes (u64 LE)
+//! 28      4     entry count (u32 LE)
+//! 32      ...   entries, in segment order:
+//!                 1  kind (1 put, 2 tombstone)
+//!                 8  expiry ms (u64 LE, 0 = never)
+//!                 4  record offset in the segment (u32 LE)
+//!                 4  key length (u32 LE)
+//!                 4  value length (u32 LE)
+//!                 k  key
+//! end-4   4     crc32 of every byte before it
+//! ```
+//!
+//! A hint is trusted only whole: magic, version, segment id, segment length and
+//! the trailing checksum must all match, otherwise recovery scans the segment.
+
+use super::record::{KEY_LEN_LIMIT, RecordKind};
+use super::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind, read_u32, read_u64};
+use crate::engine::SegmentId;
+
+const ENTRY_FIXED_LEN: usize = 21;
+const PREAMBLE_LEN: usize = FILE_HEADER_LEN + 12;
+
+/// One hint entry: where a record of a key lives and what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HintEntry<'a> {
+    /// Put or tombstone (batch markers are not indexed).
+    pub kind: RecordKind,
+    /// Absolute expiry in ms; 0 = never.
+    pub expiry: u64,
+    /// Offset of the record's first byte in the segment.
+    pub offset: u32,
+    /// Length of the record's value.
+    pub value_len: u32,
+    /// The key.
+    pub key: &'a [u8],
+}
+
+/// Builds a hint file in memory.
+#[derive(Debug)]
+pub struct HintWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl HintWriter {
+    /// Starts the hint of `segment`, whose file is `segment_len` bytes long.
+    pub fn new(segment: SegmentId, segment_len: u64) -> HintWriter {
+        let mut buf = Vec::with_capacity(4096);
+        FileHeader {
+            kind: FileKind::Hint,
+            segment,
+        }
+        .encode(&mut buf);
+        buf.extend_from_slice(&segment_len.to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        HintWriter { buf, count: 0 }
+    }
+
+    /// Adds one entry.
+    pub fn push(&mut self, e: &HintEntry<'_>) {
+        self.buf.push(e.kind as u8);
+        self.buf.extend_from_slice(&e.expiry.to_le_bytes());
+        self.buf.extend_from_slice(&e.offset.to_le_bytes());
+        let key_len = u32::try_from(e.key.len()).unwrap_or(u32::MAX);
+        self.buf.extend_from_slice(&key_len.to_le_bytes());
+        self.buf.extend_from_slice(&e.value_len.to_le_bytes());
+        self.buf.extend_from_slice(e.key);
+        self.count += 1;
+    }
+
+    /// Finishes the file: fills in the count and appends the checksum.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[FILE_HEADER_LEN + 8..PREAMBLE_LEN].copy_from_slice(&self.count.to_le_bytes());
+        let crc = crc32fast::hash(&self.buf);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        self.buf
+    }
+}
+
+/// A hint file whose checksum and header have been verified.
+#[derive(Debug)]
+pub struct Hint<'a> {
+    /// The segment it indexes.
+    pub segment: SegmentId,
+    /// The length of the segment file it was written for.
+    pub segment_len: u64,
+    count: u32,
+    entries: &'a [u8],
+}
+
+impl<'a> Hint<'a> {
+    /// Verifies a whole hint file.
+    pub fn parse(bytes: &'a [u8]) -> Result<Hint<'a>, DecodeError> {
+        let header = FileHeader::decode(bytes)?;
+        if header.kind != FileKind::Hint {
+            return Err(DecodeError::Invalid {
+                field: "file kind",
+                value: header.kind as u64,
+            });
+        }
+        if bytes.len() < PREAMBLE_LEN + 4 {
+            return Err(DecodeError::Truncated {
+                needed: PREAMBLE_LEN + 4,
+                available: bytes.len(),
+            });
+        }
+        let body_end = bytes.len() - 4;
+        let stored = read_u32(bytes, body_end);
+        let computed = crc32fast::hash(&bytes[..body_end]);
+        if stored != computed {
+            return Err(DecodeError::Checksum { stored, computed });
+        }
+        Ok(Hint {
+            segment: header.segment,
+            segment_len: read_u64(bytes, FILE_HEADER_LEN),
+            count: read_u32(bytes, FILE_HEADER_LEN + 8),
+            entries: &bytes[PREAMBLE_LEN..body_end],
+        })
+    }
+
+    /// Number of entries the file claims.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// True when the hint indexes no record.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Visits every entry in order. Stops with an error at the first entry that
+    /// does not decode (possible only if a writer was buggy: the checksum held).
+    pub fn for_each(&self, mut visit: impl FnMut(HintEntry<'a>)) -> Result<(), DecodeError> {
+        let mut rest = self.entries;
+        for _ in 0..self.count {
+            if rest.len() < ENTRY_FIXED_LEN {
+                return Err(DecodeError::Truncated {
+                    needed: ENTRY_FIXED_LEN,
+                    available: rest.len(),
+                });
+            }
+            let kind = match rest[0] {
+                1 => RecordKind::Put,
+                2 => RecordKind::Tombstone,
+                other => {
+                    return Err(DecodeError::Invalid {
+                        field: "hint entry kind",
+                        value: u64::from(other),
+                    });
+                }
+            };
+            let expiry = read_u64(rest, 1);
+            let offset = read_u32(rest, 9);
+            let key_len = read_u32(rest, 13);
+            let value_len = read_u32(rest, 17);
+            if key_len > KEY_LEN_LIMIT || (key_len as usize) > rest.len() - ENTRY_FIXED_LEN {
+                return Err(DecodeError::Invalid {
+                    field: "hint key length",
+                    value: u64::from(key_len),
+                });
+            }
+            let key_end = ENTRY_FIXED_LEN + key_len as usize;
+            visit(HintEntry {
+                kind,
+                expiry,
+                offset,
+                value_len,
+                key: &rest[ENTRY_FIXED_LEN..key_end],
+            });
+            rest = &rest[key_end..];
+        }
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::Invalid {
+                field: "hint trailing bytes",
+                value: rest.len() as u64,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut w = HintWriter::new(SegmentId(7), 1000);
+        w.push(&HintEntry {
+            kind: RecordKind::Put,
+            expiry: 5,
+            offset: 20,
+            value_len: 3,
+            key: b"alpha",
+        });
+        w.push(&HintEntry {
+            kind: RecordKind::Tombstone,
+            expiry: 0,
+            offset: 49,
+            value_len: 0,
+            key: b"beta",
+        });
+        w.finish()
+    }
+
+    #[test]
+    fn hint_round_trips() {
+        let bytes = sample();
+        let hint = Hint::parse(&bytes).unwrap();
+        assert_eq!(hint.segment, SegmentId(7));
+        assert_eq!(hint.segment_len, 1000);
+        let mut seen = Vec::new();
+        hint.for_each(|e| seen.push((e.kind, e.key.to_vec(), e.offset)))
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (RecordKind::Put, b"alpha".to_vec(), 20),
+                (RecordKind::Tombstone, b"beta".to_vec(), 49)
+            ]
+        );
+    }
+
+    #[test]
+    fn any_damage_to_a_hint_rejects_it_whole() {
+        let bytes = sample();
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert!(Hint::parse(&bad).is_err(), "flip at {i} accepted");
+        }
+        assert!(Hint::parse(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

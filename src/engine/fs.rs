@@ -1,0 +1,226 @@
+//! The file-system seam: every call through which the engine changes a file.
+//!
+//! Reads (mmap, reading a file whole) go straight to `std`; what can lose data is
+//! a write, a sync, a rename, a truncation or a removal, so exactly those pass
+//! through [`Fs`]. [`FaultyFs`] fails the N-th call of one kind, deterministically,
+//! so tests can show what the engine does when the disk says no.
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A file opened for appending.
+pub trait AppendFile: Send + Debug {
+    /// Appends all of `buf` at the end of the file.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes everything written so far durable (fdatasync).
+    fn sync(&mut self) -> io::Result<()>;
+    /// Truncates or extends the file to `len` bytes.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// The operations through which the engine modifies the data directory.
+pub trait Fs: Send + Sync + Debug {
+    /// Opens `path` for appending, creating it when missing.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+    /// Renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+#[derive(Debug)]
+struct StdAppendFile(File);
+
+impl AppendFile for StdAppendFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Fs for StdFs {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let f = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Box::new(StdAppendFile(f)))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// A kind of call [`FaultyFs`] can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsOp {
+    /// [`AppendFile::write_all`].
+    Write,
+    /// [`AppendFile::sync`].
+    Sync,
+    /// [`AppendFile::set_len`].
+    SetLen,
+    /// [`Fs::rename`].
+    Rename,
+    /// [`Fs::remove_file`].
+    Remove,
+    /// [`Fs::sync_dir`].
+    SyncDir,
+}
+
+const OPS: usize = 6;
+
+fn index(op: FsOp) -> usize {
+    op as usize
+}
+
+#[derive(Debug)]
+struct FaultState {
+    calls: [AtomicU64; OPS],
+    // 0 = never fail; otherwise the 1-based call number that fails, and every
+    // later one of the same kind (a disk that failed once stays failed).
+    fail_from: [AtomicU64; OPS],
+}
+
+/// A [`Fs`] over the real file system that fails chosen calls.
+///
+/// ```
+/// use kvstore::engine::fs::{FaultyFs, FsOp};
+/// let fs = FaultyFs::new();
+/// fs.fail_from(FsOp::Sync, 3); // the third sync and all after it fail
+/// ```
+#[derive(Debug, Clone)]
+pub struct FaultyFs {
+    state: Arc<FaultState>,
+}
+
+impl Default for FaultyFs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FaultyFs {
+    /// A seam that fails nothing until told to.
+    pub fn new() -> FaultyFs {
+        FaultyFs {
+            state: Arc::new(FaultState {
+                calls: Default::default(),
+                fail_from: Default::default(),
+            }),
+        }
+    }
+
+    /// Fails the `nth` (1-based, counted from now) call of `op` and every later one.
+    pub fn fail_from(&self, op: FsOp, nth: u64) {
+        let done = self.state.calls[index(op)].load(Ordering::SeqCst);
+        self.state.fail_from[index(op)].store(done + nth.max(1), Ordering::SeqCst);
+    }
+
+    /// Stops failing calls of `op`.
+    pub fn heal(&self, op: FsOp) {
+        self.state.fail_from[index(op)].store(0, Ordering::SeqCst);
+    }
+
+    /// How many calls of `op` were made so far.
+    pub fn calls(&self, op: FsOp) -> u64 {
+        self.state.calls[index(op)].load(Ordering::SeqCst)
+    }
+
+    fn check(&self, op: FsOp) -> io::Result<()> {
+        check(&self.state, op)
+    }
+}
+
+fn check(state: &FaultState, op: FsOp) -> io::Result<()> {
+    let n = state.calls[index(op)].fetch_add(1, Ordering::SeqCst) + 1;
+    let from = state.fail_from[index(op)].load(Ordering::SeqCst);
+    if from != 0 && n >= from {
+        Err(io::Error::other(format!(
+            "injected failure of {op:?} call {n}"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct FaultyAppendFile {
+    inner: StdAppendFile,
+    state: Arc<FaultState>,
+}
+
+impl AppendFile for FaultyAppendFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        check(&self.state, FsOp::Write)?;
+        self.inner.write_all(buf)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        check(&self.state, FsOp::Sync)?;
+        self.inner.sync()
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        check(&self.state, FsOp::SetLen)?;
+        self.inner.set_len(len)
+    }
+}
+
+impl Fs for FaultyFs {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let f = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Box::new(FaultyAppendFile {
+            inner: StdAppendFile(f),
+            state: Arc::clone(&self.state),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(FsOp::Rename)?;
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check(FsOp::Remove)?;
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check(FsOp::SyncDir)?;
+        File::open(dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faulty_fs_fails_the_chosen_call_and_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let mut f = fs.open_append(&dir.path().join("x")).unwrap();
+        fs.fail_from(FsOp::Write, 2);
+        assert!(f.write_all(b"a").is_ok());
+        assert!(f.write_all(b"b").is_err());
+        assert!(f.write_all(b"c").is_err());
+        fs.heal(FsOp::Write);
+        assert!(f.write_all(b"d").is_ok());
+        assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"ad");
+        assert_eq!(fs.calls(FsOp::Write), 4);
+    }
+}

@@ -1,0 +1,118 @@
+//! Engine configuration: [`Options`] and [`SyncMode`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::clock::{Clock, SystemClock};
+use super::error::Error;
+use super::fs::{Fs, StdFs};
+use super::migrate::LegacyDecoder;
+
+/// When appended records are made durable with fsync.
+///
+/// In every mode an acknowledged write has reached the OS before it is
+/// acknowledged, so it survives the process being killed; only `Always` also
+/// survives power loss or a kernel crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync before acknowledging; concurrent writers share one fsync (group commit).
+    Always,
+    /// fsync at most this long after a write; a power loss can drop that window.
+    Periodic(Duration),
+    /// Never fsync while running (the OS writes back); close and rotation still sync.
+    Never,
+}
+
+/// Receives engine events that a server turns into metrics.
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// One fsync of the active segment took `elapsed`, covering `writes` acknowledged writes.
+    fn fsync(&self, elapsed: Duration, writes: usize) {
+        let _ = (elapsed, writes);
+    }
+}
+
+/// How an [`Engine`](super::Engine) is opened. Start from `Options::default()`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `wal.log` is sealed into a new segment once it reaches this size
+    /// (default 64 MiB; at least 4 KiB, at most 1 GiB).
+    pub segment_bytes: u64,
+    /// Durability of acknowledged writes (default [`SyncMode::Always`]).
+    pub sync: SyncMode,
+    /// Longest key accepted, in bytes (default 1024).
+    pub max_key_bytes: usize,
+    /// Longest value accepted, in bytes (default 16 MiB).
+    pub max_value_bytes: usize,
+    /// How often expired keys are dropped from the keydir (default 1 s). They read
+    /// as absent from the moment they expire regardless.
+    pub expiry_sweep_interval: Duration,
+    /// Background compaction starts when dead bytes exceed this share of disk
+    /// bytes (default 0.5) ...
+    pub compaction_ratio: f64,
+    /// ... and also exceed this many bytes (default 64 MiB).
+    pub compaction_min_bytes: u64,
+    /// Whether the engine compacts in the background on its own (default true).
+    pub background_compaction: bool,
+    /// The file-system seam (default: the real file system).
+    pub fs: Arc<dyn Fs>,
+    /// The clock that decides expiry (default: the system clock).
+    pub clock: Arc<dyn Clock>,
+    /// Reads a `wal.log` in the legacy format for migration (default: the
+    /// JSON-lines format of the reference implementations).
+    pub legacy_decoder: Option<Arc<dyn LegacyDecoder>>,
+    /// Receives fsync timings (default: none).
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// Smallest accepted segment size.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+/// Largest accepted segment size: record offsets are stored as u32.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_bytes: 64 << 20,
+            sync: SyncMode::Always,
+            max_key_bytes: 1024,
+            max_value_bytes: 16 << 20,
+            expiry_sweep_interval: Duration::from_secs(1),
+            compaction_ratio: 0.5,
+            compaction_min_bytes: 64 << 20,
+            background_compaction: true,
+            fs: Arc::new(StdFs),
+            clock: Arc::new(SystemClock),
+            legacy_decoder: Some(Arc::new(crate::legacy::JsonLines)),
+            observer: None,
+        }
+    }
+}
+
+impl Options {
+    /// Checks every setting, naming the first that is out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad =
+            |name: &'static str, reason: &'static str| Err(Error::InvalidOption { name, reason });
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return bad("segment_bytes", "must be between 4 KiB and 1 GiB");
+        }
+        if self.max_key_bytes == 0 || self.max_key_bytes > (1 << 20) {
+            return bad("max_key_bytes", "must be between 1 and 1 MiB");
+        }
+        if self.max_value_bytes > (512 << 20) {
+            return bad("max_value_bytes", "must be at most 512 MiB");
+        }
+        if let SyncMode::Periodic(d) = self.sync {
+            if d.is_zero() {
+                return bad("sync", "periodic interval must be positive");
+            }
+        }
+        if !(self.compaction_ratio > 0.0 && self.compaction_ratio <= 1.0) {
+            return bad("compaction_ratio", "must be in (0, 1]");
+        }
+        if self.expiry_sweep_interval.is_zero() {
+            return bad("expiry_sweep_interval", "must be positive");
+        }
+        Ok(())
+    }
+}

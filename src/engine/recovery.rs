@@ -1,0 +1,290 @@
+//! Recovery: rebuilding the keydir, segment set and `wal.log` handle at open.
+//!
+//! Steps (DESIGN.md, "Recovery"):
+//! 1. finish or undo an interrupted legacy migration, then migrate a legacy `wal.log`;
+//! 2. undo an interrupted compaction and remove `*.tmp` leftovers;
+//! 3. per sealed segment, oldest first: load its hint file if it is whole and
+//!    matches the segment, else scan the segment (CRC of every record checked,
+//!    damaged records skipped and counted, damaged batches discarded whole);
+//! 4. scan `wal.log`, truncating a torn or corrupt tail (and an incomplete batch)
+//!    to the last good record;
+//! 5. keep the newest record of each key; drop tombstones and expired puts.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::SegmentId;
+use super::dir;
+use super::error::{Error, Result};
+use super::format::hint::Hint;
+use super::format::record::RecordKind;
+use super::format::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind};
+use super::keydir::{Entry, Keydir};
+use super::memtable::Memtable;
+use super::migrate;
+use super::options::Options;
+use super::segment::SegmentSet;
+use super::segment::active::ActiveSegment;
+use super::segment::scan::{OnDamage, scan};
+use super::segment::sealed::SealedSegment;
+
+/// What [`Engine::open`](super::Engine::open) found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Sealed segments loaded.
+    pub segments: usize,
+    /// Of those, how many were loaded from their hint file.
+    pub hints_used: usize,
+    /// Records (puts and tombstones) read from hints and scans.
+    pub records: u64,
+    /// Live keys after recovery.
+    pub live_keys: u64,
+    /// Bytes cut from the end of `wal.log` (torn or corrupt tail, incomplete batch).
+    pub bytes_truncated: u64,
+    /// Batches dropped whole because some of their records were missing or damaged.
+    pub batches_discarded: u64,
+    /// Damaged records skipped inside sealed segments (or found at `wal.log`'s tail).
+    pub corrupt_records: u64,
+    /// Leftover files of interrupted writes and compactions removed.
+    pub leftovers_removed: usize,
+    /// Where the legacy JSON-lines `wal.log` was kept, if one was migrated now.
+    pub migrated_legacy_backup: Option<std::path::PathBuf>,
+    /// Operations read from a migrated legacy log.
+    pub legacy_operations: u64,
+    /// Wall time recovery took.
+    pub duration: Duration,
+}
+
+/// The state recovery hands to the engine.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub keydir: Keydir,
+    pub segments: SegmentSet,
+    pub active: ActiveSegment,
+    pub disk_bytes: u64,
+    pub report: RecoveryReport,
+}
+
+/// One record found, tagged with its position in history.
+struct Found {
+    key: Box<[u8]>,
+    seq: u64,
+    kind: RecordKind,
+    entry: Entry,
+}
+
+/// Runs recovery on `dir`, whose lock the caller holds.
+pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
+    let started = Instant::now();
+    let fs = &*opts.fs;
+    let now = opts.clock.now_ms();
+    let mut report = RecoveryReport::default();
+
+    let mut listing = dir::list(dir)?;
+    let max_sealed = listing.segments.last().copied();
+    if let Some(m) = migrate::recover_or_migrate(dir, opts, &listing, max_sealed)? {
+        report.migrated_legacy_backup = m.backup;
+        report.legacy_operations = m.operations;
+        listing = dir::list(dir)?;
+    }
+    report.leftovers_removed += super::compaction::recover(dir, opts, &mut listing)?;
+    for path in &listing.leftovers {
+        fs.remove_file(path)
+            .map_err(|e| Error::io("removing leftover", path, e))?;
+        report.leftovers_removed += 1;
+    }
+
+    let mut found: Vec<Found> = Vec::new();
+    let mut seq = 0u64;
+    let mut sealed = std::collections::BTreeMap::new();
+    let mut disk_bytes = 0u64;
+    for &id in &listing.segments {
+        let path = dir::segment_path(dir, id);
+        let seg = SealedSegment::open(id, &path)?;
+        disk_bytes += seg.len();
+        let from_hint = listing.hints.binary_search(&id).is_ok()
+            && load_hint(dir, &seg, &mut found, &mut seq, &mut report);
+        if from_hint {
+            report.hints_used += 1;
+        } else {
+            if !seg.header_ok() {
+                report.corrupt_records += 1;
+                tracing::warn!(segment = %id, "damaged segment header; scanning its records");
+            }
+            let s = scan(
+                seg.bytes(),
+                FILE_HEADER_LEN,
+                OnDamage::Resync,
+                |offset, rec| {
+                    seq += 1;
+                    found.push(Found {
+                        key: rec.key.into(),
+                        seq,
+                        kind: rec.kind,
+                        entry: Entry {
+                            segment: id,
+                            offset,
+                            value_len: u32::try_from(rec.value.len()).unwrap_or(u32::MAX),
+                            expiry: rec.expiry,
+                        },
+                    });
+                },
+            );
+            report.records += s.records;
+            report.corrupt_records += s.corrupt;
+            report.batches_discarded += s.batches_discarded;
+            if s.corrupt > 0 || s.batches_discarded > 0 {
+                tracing::warn!(segment = %id, corrupt = s.corrupt, batches = s.batches_discarded, "skipped damaged records in sealed segment");
+            }
+        }
+        report.segments += 1;
+        sealed.insert(id, Arc::new(seg));
+    }
+
+    let next_id = listing
+        .segments
+        .last()
+        .map_or(SegmentId::FIRST, |id| id.next_generation());
+    let (active, wal_bytes) = recover_wal(dir, opts, next_id, &mut found, &mut seq, &mut report)?;
+    disk_bytes += active.len();
+
+    // Newest record of each key first, then keep only that one.
+    found.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(b.seq.cmp(&a.seq)));
+    found.dedup_by(|later, first| later.key == first.key);
+    let live: Vec<(Box<[u8]>, Entry)> = found
+        .into_iter()
+        .filter(|f| f.kind == RecordKind::Put && !f.entry.is_expired(now))
+        .map(|f| (f.key, f.entry))
+        .collect();
+    let keydir = Keydir::from_sorted(live);
+    report.live_keys = keydir.len() as u64;
+
+    let capacity = usize::try_from(opts.segment_bytes.min(256 << 20)).unwrap_or(0) + 4096;
+    let memtable = Arc::new(Memtable::new(active.id(), wal_bytes, capacity));
+    report.duration = started.elapsed();
+    Ok(Recovered {
+        keydir,
+        segments: SegmentSet {
+            active: memtable,
+            sealed,
+        },
+        active,
+        disk_bytes,
+        report,
+    })
+}
+
+/// Loads a hint if it is whole and describes `seg` exactly; false means scan.
+fn load_hint(
+    dir: &Path,
+    seg: &SealedSegment,
+    found: &mut Vec<Found>,
+    seq: &mut u64,
+    report: &mut RecoveryReport,
+) -> bool {
+    let path = dir::hint_path(dir, seg.id());
+    let Ok(bytes) = std::fs::read(&path) else {
+        return false;
+    };
+    let hint = match Hint::parse(&bytes) {
+        Ok(h) if h.segment == seg.id() && h.segment_len == seg.len() => h,
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "hint file does not match its segment; scanning");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "unusable hint file; scanning");
+            return false;
+        }
+    };
+    let mark = found.len();
+    let first_seq = *seq;
+    found.reserve(hint.len() as usize);
+    let id = seg.id();
+    let ok = hint.for_each(|e| {
+        *seq += 1;
+        found.push(Found {
+            key: e.key.into(),
+            seq: *seq,
+            kind: e.kind,
+            entry: Entry {
+                segment: id,
+                offset: e.offset,
+                value_len: e.value_len,
+                expiry: e.expiry,
+            },
+        });
+    });
+    if ok.is_err() {
+        found.truncate(mark);
+        *seq = first_seq;
+        return false;
+    }
+    report.records += u64::from(hint.len());
+    true
+}
+
+/// Step 4: scan `wal.log` (creating it when missing) and truncate its bad tail.
+fn recover_wal(
+    dir: &Path,
+    opts: &Options,
+    next_id: SegmentId,
+    found: &mut Vec<Found>,
+    seq: &mut u64,
+    report: &mut RecoveryReport,
+) -> Result<(ActiveSegment, Vec<u8>)> {
+    let fs = &*opts.fs;
+    let path = dir.join(dir::WAL);
+    let mut bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return ActiveSegment::create(fs, dir, next_id);
+        }
+        Err(e) => return Err(Error::io("reading", &path, e)),
+    };
+    if bytes.len() < FILE_HEADER_LEN {
+        // A wal.log torn while its header was being written holds no record.
+        report.bytes_truncated += bytes.len() as u64;
+        return ActiveSegment::create(fs, dir, next_id);
+    }
+    let id = match FileHeader::decode(&bytes) {
+        Ok(h) if h.kind == FileKind::Segment => h.segment,
+        Ok(_) => {
+            return Err(Error::Format {
+                path,
+                reason: DecodeError::Invalid {
+                    field: "file kind",
+                    value: 2,
+                },
+            });
+        }
+        Err(reason) => return Err(Error::Format { path, reason }),
+    };
+    let s = scan(&bytes, FILE_HEADER_LEN, OnDamage::Stop, |offset, rec| {
+        *seq += 1;
+        found.push(Found {
+            key: rec.key.into(),
+            seq: *seq,
+            kind: rec.kind,
+            entry: Entry {
+                segment: id,
+                offset,
+                value_len: u32::try_from(rec.value.len()).unwrap_or(u32::MAX),
+                expiry: rec.expiry,
+            },
+        });
+    });
+    report.records += s.records;
+    report.corrupt_records += s.corrupt;
+    report.batches_discarded += s.batches_discarded;
+    let file_len = bytes.len() as u64;
+    let good = s.end as u64;
+    if good < file_len {
+        report.bytes_truncated += file_len - good;
+        tracing::warn!(bytes = file_len - good, "truncating torn tail of wal.log");
+    }
+    let active = ActiveSegment::reopen(fs, dir, id, good, file_len)?;
+    bytes.truncate(s.end);
+    Ok((active, bytes))
+}

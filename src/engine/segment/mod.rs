@@ -1,0 +1,52 @@
+//! Segments: the append-only files records live in.
+//!
+//! - [`active`]: `wal.log`, the one segment being appended to, and its sealing.
+//! - [`sealed`]: immutable segments, read through memmap2.
+//! - [`scan`]: walking a segment's records, with batch framing and damage handling.
+//!
+//! [`SegmentSet`] is what readers consult to turn a keydir entry into bytes. It
+//! changes only under its write lock and only in ways that keep every published
+//! keydir entry readable: a sealed segment is inserted before the memtable of the
+//! same id is dropped, and compaction removes a segment only after the keydir
+//! stopped pointing at it.
+
+pub mod active;
+pub mod scan;
+pub mod sealed;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::SegmentId;
+use super::memtable::Memtable;
+use sealed::SealedSegment;
+
+/// Where a reader finds the bytes of a segment.
+#[derive(Debug, Clone)]
+pub enum SegmentRef {
+    /// The active segment's in-memory image.
+    Active(Arc<Memtable>),
+    /// A sealed, mapped segment.
+    Sealed(Arc<SealedSegment>),
+}
+
+/// The active memtable and all sealed segments, by id.
+#[derive(Debug)]
+pub struct SegmentSet {
+    /// The memtable of `wal.log`.
+    pub active: Arc<Memtable>,
+    /// Sealed segments in id order (oldest first).
+    pub sealed: BTreeMap<SegmentId, Arc<SealedSegment>>,
+}
+
+impl SegmentSet {
+    /// The segment with this id, if it is still live.
+    pub fn get(&self, id: SegmentId) -> Option<SegmentRef> {
+        if self.active.id() == id {
+            return Some(SegmentRef::Active(Arc::clone(&self.active)));
+        }
+        self.sealed
+            .get(&id)
+            .map(|s| SegmentRef::Sealed(Arc::clone(s)))
+    }
+}

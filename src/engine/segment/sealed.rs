@@ -1,0 +1,98 @@
+//! A sealed segment: immutable, read through a memory map.
+//!
+//! The file is never written again once sealed, so the map's contents cannot
+//! change under a reader. The file descriptor is closed right after mapping; the
+//! mapping keeps the data reachable even after compaction unlinks the file, until
+//! the last reader drops its `Arc`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::engine::SegmentId;
+use crate::engine::error::{Error, Result};
+use crate::engine::format::{FILE_HEADER_LEN, FileHeader, FileKind, record};
+
+/// One mapped sealed segment.
+#[derive(Debug)]
+pub struct SealedSegment {
+    id: SegmentId,
+    path: PathBuf,
+    map: Mmap,
+}
+
+impl SealedSegment {
+    /// Maps the segment file at `path`. Fails on a version this build cannot read;
+    /// a damaged header is left for the scan to report.
+    pub fn open(id: SegmentId, path: &Path) -> Result<SealedSegment> {
+        let file = File::open(path).map_err(|e| Error::io("opening segment", path, e))?;
+        // SAFETY: sealed segments are never modified or truncated while mapped:
+        // the engine holds the directory lock, only writes new files, and removes
+        // (unlinks) a segment only after no keydir entry points into it. Unlinking
+        // leaves the mapping valid.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("mapping segment", path, e))?;
+        if let Err(reason @ crate::engine::format::DecodeError::UnsupportedVersion { .. }) =
+            FileHeader::decode(&map)
+        {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+        Ok(SealedSegment {
+            id,
+            path: path.to_path_buf(),
+            map,
+        })
+    }
+
+    /// Whether the header is intact and names this segment.
+    pub fn header_ok(&self) -> bool {
+        FileHeader::decode(&self.map)
+            .is_ok_and(|h| h.kind == FileKind::Segment && h.segment == self.id)
+    }
+
+    /// The segment id.
+    pub fn id(&self) -> SegmentId {
+        self.id
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// File length in bytes.
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// True for a file shorter than its header.
+    pub fn is_empty(&self) -> bool {
+        self.map.len() <= FILE_HEADER_LEN
+    }
+
+    /// Copies out the value of the record at `offset` after checking its CRC and key.
+    pub fn read_value(&self, offset: u32, key: &[u8]) -> Result<Vec<u8>> {
+        let corrupt = |reason| Error::Corrupt {
+            segment: self.id,
+            offset: u64::from(offset),
+            reason,
+        };
+        let bytes = self.map.get(offset as usize..).unwrap_or(&[]);
+        let rec = record::decode(bytes).map_err(corrupt)?;
+        if rec.key != key || rec.kind != record::RecordKind::Put {
+            return Err(corrupt(crate::engine::format::DecodeError::Invalid {
+                field: "record key",
+                value: rec.key.len() as u64,
+            }));
+        }
+        Ok(rec.value.to_vec())
+    }
+}

@@ -1,0 +1,5 @@
+//! Engine integration tests, one themed module per file, linked into one binary.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod basic;
+mod common;
