@@ -23,3 +23,5 @@
 pub mod engine;
 pub mod json;
 pub mod legacy;
+#[cfg(feature = "server")]
+pub mod server;
