@@ -33,7 +33,7 @@ impl Entry {
     }
 
     fn record_len(&self, key: &[u8]) -> u64 {
-        record::encoded_len(key.len(), self.value_len as usize) as u64
+        record::encoded_len(key.len(), self.value_len as usize, self.expiry) as u64
     }
 }
 
@@ -214,7 +214,7 @@ mod tests {
         assert!(kd.insert(b"a", entry(4, 0)).is_some());
         kd.insert(b"bb", entry(6, 0));
         assert_eq!(kd.live_value_bytes(), 10);
-        assert_eq!(kd.live_record_bytes(), (21 + 1 + 4) + (21 + 2 + 6));
+        assert_eq!(kd.live_record_bytes(), (7 + 1 + 4) + (7 + 2 + 6));
         kd.remove(b"a");
         assert_eq!(kd.live_value_bytes(), 6);
         assert_eq!(kd.len(), 1);

@@ -8,8 +8,8 @@
 use std::sync::RwLock;
 
 use super::SegmentId;
-use super::error::{Error, Result};
-use super::format::record;
+use super::error::Result;
+use super::segment::read_value;
 
 /// The image of the active segment.
 #[derive(Debug)]
@@ -39,21 +39,10 @@ impl Memtable {
         buf.extend_from_slice(bytes);
     }
 
-    /// Copies out the value of the record at `offset`.
-    pub fn read_value(&self, offset: u32, key_len: usize, value_len: u32) -> Result<Vec<u8>> {
+    /// Copies out the value of the record of `key` at `offset`.
+    pub fn read_value(&self, offset: u32, key: &[u8]) -> Result<Vec<u8>> {
         let buf = self.buf.read().unwrap_or_else(|p| p.into_inner());
-        let start = offset as usize + record::RECORD_HEADER_LEN + key_len;
-        let end = start + value_len as usize;
-        buf.get(start..end)
-            .map(<[u8]>::to_vec)
-            .ok_or(Error::Corrupt {
-                segment: self.id,
-                offset: u64::from(offset),
-                reason: super::format::DecodeError::Truncated {
-                    needed: end,
-                    available: buf.len(),
-                },
-            })
+        read_value(self.id, &buf, offset, key)
     }
 
     /// Runs `f` over the whole image (used to build the hint file at seal time).

@@ -491,7 +491,7 @@ impl Shared {
                 .get(e.segment);
             match seg {
                 Some(SegmentRef::Active(m)) => {
-                    return m.read_value(e.offset, key.len(), e.value_len).map(Some);
+                    return m.read_value(e.offset, key).map(Some);
                 }
                 Some(SegmentRef::Sealed(s)) => return s.read_value(e.offset, key).map(Some),
                 None => continue,

@@ -152,7 +152,7 @@ impl Shared {
         let records = g.pubs.len() - first_pub;
         if writes > 1 {
             if records > 1 {
-                let mut marker = Vec::with_capacity(record::RECORD_HEADER_LEN + 4);
+                let mut marker = Vec::with_capacity(record::BATCH_MARKER_LEN);
                 record::encode_batch_marker(
                     &mut marker,
                     u32::try_from(records).unwrap_or(u32::MAX),
@@ -160,7 +160,7 @@ impl Shared {
                 g.buf[marker_at..marker_at + marker.len()].copy_from_slice(&marker);
             } else {
                 // Deletes of absent keys left at most one record: no framing needed.
-                let marker_len = record::RECORD_HEADER_LEN + 4;
+                let marker_len = record::BATCH_MARKER_LEN;
                 g.buf.drain(marker_at..marker_at + marker_len);
                 for p in &mut g.pubs[first_pub..] {
                     p.offset_in_buf -= marker_len;
@@ -403,7 +403,7 @@ impl Shared {
 pub(crate) fn planned_size(ops: &[Op]) -> usize {
     let writes = ops.iter().filter(|op| op.is_write()).count();
     let marker = if writes > 1 {
-        record::RECORD_HEADER_LEN + 4
+        record::BATCH_MARKER_LEN
     } else {
         0
     };
@@ -411,8 +411,10 @@ pub(crate) fn planned_size(ops: &[Op]) -> usize {
         + ops
             .iter()
             .map(|op| match op {
-                Op::Put { key, value, .. } => record::encoded_len(key.len(), value.len()),
-                Op::Delete { key } => record::encoded_len(key.len(), 0),
+                Op::Put { key, value, expiry } => {
+                    record::encoded_len(key.len(), value.len(), expiry.to_raw())
+                }
+                Op::Delete { key } => record::encoded_len(key.len(), 0, 0),
                 Op::Get { .. } => 0,
             })
             .sum::<usize>()

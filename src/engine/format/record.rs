@@ -1,26 +1,33 @@
 //! The record: the unit of every segment.
 //!
 //! ```text
-//! offset  size  field
-//! 0       4     crc32 of bytes 4..end (crc32fast)
-//! 4       1     kind: 1 put, 2 tombstone, 3 batch marker
-//! 5       8     expiry, ms since the Unix epoch, 0 = never (u64 LE)
-//! 13      4     key length (u32 LE)
-//! 17      4     value length (u32 LE)
-//! 21      k     key
-//! 21+k    v     value (a batch marker's value is its record count, u32 LE)
+//! offset  size   field
+//! 0       4      crc32 of bytes 4..end (crc32fast)
+//! 4       1      kind: low 2 bits 1 put, 2 tombstone, 3 batch marker;
+//!                bit 7 set = an expiry follows; other bits zero
+//! 5       0 | 8  expiry, ms since the Unix epoch (u64 LE), only when bit 7 is set
+//! ..      1–5    key length (LEB128 varint, u32)
+//! ..      1–5    value length (LEB128 varint, u32)
+//! ..      k      key
+//! ..      v      value (a batch marker's value is its record count, u32 LE)
 //! ```
 //!
+//! A 16-byte key with a 100-byte value and no expiry costs 7 bytes of header.
 //! Invariant: a decoded record's lengths fit inside the slice it came from, so a
 //! corrupt length can never cause an allocation or an out-of-bounds read.
 
 use super::{DecodeError, read_u32, read_u64};
 
-/// Bytes before the key in every record.
-pub const RECORD_HEADER_LEN: usize = 21;
+/// Fewest bytes any record takes (no expiry, empty key and value).
+pub const MIN_RECORD_LEN: usize = 7;
+
+/// Length of a batch marker record (its value is a 4-byte count).
+pub const BATCH_MARKER_LEN: usize = MIN_RECORD_LEN + 4;
 
 /// Upper bound on a key length any record may claim; larger is corruption.
 pub const KEY_LEN_LIMIT: u32 = 1 << 20;
+
+const EXPIRY_FLAG: u8 = 0x80;
 
 /// What a record means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +43,13 @@ pub enum RecordKind {
 
 impl RecordKind {
     fn from_byte(b: u8) -> Result<RecordKind, DecodeError> {
-        match b {
+        match b & !EXPIRY_FLAG {
             1 => Ok(RecordKind::Put),
             2 => Ok(RecordKind::Tombstone),
             3 => Ok(RecordKind::BatchMarker),
-            other => Err(DecodeError::Invalid {
+            _ => Err(DecodeError::Invalid {
                 field: "record kind",
-                value: u64::from(other),
+                value: u64::from(b),
             }),
         }
     }
@@ -64,7 +71,7 @@ pub struct RecordRef<'a> {
 impl RecordRef<'_> {
     /// Total encoded length of this record.
     pub fn encoded_len(&self) -> usize {
-        RECORD_HEADER_LEN + self.key.len() + self.value.len()
+        encoded_len(self.key.len(), self.value.len(), self.expiry)
     }
 
     /// For a batch marker, the number of records the batch holds.
@@ -76,19 +83,61 @@ impl RecordRef<'_> {
     }
 }
 
-/// Total encoded length of a record with these key and value lengths.
-pub fn encoded_len(key_len: usize, value_len: usize) -> usize {
-    RECORD_HEADER_LEN + key_len + value_len
+fn varint_len(v: usize) -> usize {
+    match v {
+        0..0x80 => 1,
+        0x80..0x4000 => 2,
+        0x4000..0x20_0000 => 3,
+        0x20_0000..0x1000_0000 => 4,
+        _ => 5,
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a u32 LEB128 varint at `*at`, advancing it.
+fn get_varint(bytes: &[u8], at: &mut usize, field: &'static str) -> Result<u32, DecodeError> {
+    let mut v: u64 = 0;
+    for i in 0..5 {
+        let b = *bytes.get(*at).ok_or(DecodeError::Truncated {
+            needed: *at + 1,
+            available: bytes.len(),
+        })?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return u32::try_from(v).map_err(|_| DecodeError::Invalid { field, value: v });
+        }
+    }
+    Err(DecodeError::Invalid { field, value: v })
+}
+
+/// Total encoded length of a record with these key and value lengths and expiry
+/// (raw form: 0 = never).
+pub fn encoded_len(key_len: usize, value_len: usize, expiry: u64) -> usize {
+    let expiry_len = if expiry == 0 { 0 } else { 8 };
+    5 + expiry_len + varint_len(key_len) + varint_len(value_len) + key_len + value_len
 }
 
 /// Appends one record to `out`. The caller has bounded the lengths to u32.
 pub fn encode(out: &mut Vec<u8>, kind: RecordKind, expiry: u64, key: &[u8], value: &[u8]) {
     let start = out.len();
+    out.reserve(encoded_len(key.len(), value.len(), expiry));
     out.extend_from_slice(&[0u8; 4]);
-    out.push(kind as u8);
-    out.extend_from_slice(&expiry.to_le_bytes());
-    out.extend_from_slice(&len_u32(key.len()).to_le_bytes());
-    out.extend_from_slice(&len_u32(value.len()).to_le_bytes());
+    if expiry == 0 {
+        out.push(kind as u8);
+    } else {
+        out.push(kind as u8 | EXPIRY_FLAG);
+        out.extend_from_slice(&expiry.to_le_bytes());
+    }
+    put_varint(out, len_u32(key.len()));
+    put_varint(out, len_u32(value.len()));
     out.extend_from_slice(key);
     out.extend_from_slice(value);
     let crc = crc32fast::hash(&out[start + 4..]);
@@ -108,23 +157,43 @@ fn len_u32(len: usize) -> u32 {
 
 /// Decodes the record at the start of `bytes`, verifying its checksum.
 pub fn decode(bytes: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
-    if bytes.len() < RECORD_HEADER_LEN {
+    if bytes.len() < MIN_RECORD_LEN {
         return Err(DecodeError::Truncated {
-            needed: RECORD_HEADER_LEN,
+            needed: MIN_RECORD_LEN,
             available: bytes.len(),
         });
     }
-    let kind = RecordKind::from_byte(bytes[4])?;
-    let expiry = read_u64(bytes, 5);
-    let key_len = read_u32(bytes, 13);
-    let value_len = read_u32(bytes, 17);
+    let kind_byte = bytes[4];
+    let kind = RecordKind::from_byte(kind_byte)?;
+    let mut at = 5;
+    let expiry = if kind_byte & EXPIRY_FLAG != 0 {
+        if bytes.len() < at + 8 {
+            return Err(DecodeError::Truncated {
+                needed: at + 8,
+                available: bytes.len(),
+            });
+        }
+        let e = read_u64(bytes, at);
+        at += 8;
+        if e == 0 {
+            return Err(DecodeError::Invalid {
+                field: "expiry",
+                value: 0,
+            });
+        }
+        e
+    } else {
+        0
+    };
+    let key_len = get_varint(bytes, &mut at, "key length")?;
+    let value_len = get_varint(bytes, &mut at, "value length")?;
     if key_len > KEY_LEN_LIMIT {
         return Err(DecodeError::Invalid {
             field: "key length",
             value: u64::from(key_len),
         });
     }
-    let total = RECORD_HEADER_LEN as u64 + u64::from(key_len) + u64::from(value_len);
+    let total = at as u64 + u64::from(key_len) + u64::from(value_len);
     if total > bytes.len() as u64 {
         return Err(DecodeError::Truncated {
             needed: usize::try_from(total).unwrap_or(usize::MAX),
@@ -132,7 +201,7 @@ pub fn decode(bytes: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
         });
     }
     // total fits in bytes.len(), so these conversions are exact.
-    let key_end = RECORD_HEADER_LEN + key_len as usize;
+    let key_end = at + key_len as usize;
     let end = key_end + value_len as usize;
     let stored = read_u32(bytes, 0);
     let computed = crc32fast::hash(&bytes[4..end]);
@@ -142,7 +211,7 @@ pub fn decode(bytes: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
     Ok(RecordRef {
         kind,
         expiry,
-        key: &bytes[RECORD_HEADER_LEN..key_end],
+        key: &bytes[at..key_end],
         value: &bytes[key_end..end],
     })
 }
@@ -155,7 +224,7 @@ mod tests {
     fn put_round_trips() {
         let mut buf = Vec::new();
         encode(&mut buf, RecordKind::Put, 42, b"key", b"value");
-        assert_eq!(buf.len(), encoded_len(3, 5));
+        assert_eq!(buf.len(), encoded_len(3, 5, 42));
         let r = decode(&buf).unwrap();
         assert_eq!(r.kind, RecordKind::Put);
         assert_eq!(r.expiry, 42);
@@ -165,16 +234,35 @@ mod tests {
     }
 
     #[test]
+    fn a_small_record_without_expiry_has_a_seven_byte_header() {
+        let mut buf = Vec::new();
+        encode(&mut buf, RecordKind::Put, 0, &[7; 16], &[1; 100]);
+        assert_eq!(buf.len(), 7 + 16 + 100);
+    }
+
+    #[test]
+    fn long_lengths_round_trip_through_varints() {
+        for len in [0usize, 127, 128, 16_383, 16_384, 300_000] {
+            let value = vec![3u8; len];
+            let mut buf = Vec::new();
+            encode(&mut buf, RecordKind::Put, 0, b"k", &value);
+            assert_eq!(buf.len(), encoded_len(1, len, 0));
+            assert_eq!(decode(&buf).unwrap().value.len(), len);
+        }
+    }
+
+    #[test]
     fn batch_marker_carries_its_count() {
         let mut buf = Vec::new();
         encode_batch_marker(&mut buf, 7);
+        assert_eq!(buf.len(), BATCH_MARKER_LEN);
         assert_eq!(decode(&buf).unwrap().batch_count(), Some(7));
     }
 
     #[test]
     fn every_flipped_byte_is_detected() {
         let mut buf = Vec::new();
-        encode(&mut buf, RecordKind::Put, 0, b"k", b"v");
+        encode(&mut buf, RecordKind::Put, 99, b"k", b"v");
         for i in 0..buf.len() {
             let mut bad = buf.clone();
             bad[i] ^= 0x40;
@@ -187,10 +275,7 @@ mod tests {
         let mut buf = Vec::new();
         encode(&mut buf, RecordKind::Tombstone, 0, b"some key", b"");
         for len in 0..buf.len() {
-            assert!(matches!(
-                decode(&buf[..len]),
-                Err(DecodeError::Truncated { .. })
-            ));
+            assert!(decode(&buf[..len]).is_err());
         }
     }
 
@@ -198,7 +283,8 @@ mod tests {
     fn absurd_length_is_corruption_not_allocation() {
         let mut buf = Vec::new();
         encode(&mut buf, RecordKind::Put, 0, b"k", b"v");
-        buf[17..21].copy_from_slice(&u32::MAX.to_le_bytes());
+        // Value length varint at byte 6: claim 2^28 bytes.
+        buf.splice(6..7, [0x80, 0x80, 0x80, 0x80, 0x01]);
         assert!(matches!(decode(&buf), Err(DecodeError::Truncated { .. })));
     }
 }

@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::SegmentId;
+use super::error::{Error, Result};
+use super::format::{DecodeError, record};
 use super::memtable::Memtable;
 use sealed::SealedSegment;
 
@@ -49,4 +51,22 @@ impl SegmentSet {
             .get(&id)
             .map(|s| SegmentRef::Sealed(Arc::clone(s)))
     }
+}
+
+/// Copies out the value of the put record of `key` at `offset` in `bytes`,
+/// verifying its checksum and key: a damaged record is an error, never wrong data.
+pub fn read_value(segment: SegmentId, bytes: &[u8], offset: u32, key: &[u8]) -> Result<Vec<u8>> {
+    let corrupt = |reason| Error::Corrupt {
+        segment,
+        offset: u64::from(offset),
+        reason,
+    };
+    let rec = record::decode(bytes.get(offset as usize..).unwrap_or(&[])).map_err(corrupt)?;
+    if rec.key != key || rec.kind != record::RecordKind::Put {
+        return Err(corrupt(DecodeError::Invalid {
+            field: "record key",
+            value: rec.key.len() as u64,
+        }));
+    }
+    Ok(rec.value.to_vec())
 }

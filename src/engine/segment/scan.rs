@@ -11,7 +11,7 @@
 //!   discarded whole.
 
 use crate::engine::format::DecodeError;
-use crate::engine::format::record::{self, RECORD_HEADER_LEN, RecordKind, RecordRef};
+use crate::engine::format::record::{self, MIN_RECORD_LEN, RecordKind, RecordRef};
 
 /// What a scan does at a record that does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +133,7 @@ pub fn scan<'a>(
 }
 
 fn resync(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1))
+    (from..bytes.len().saturating_sub(MIN_RECORD_LEN - 1))
         .find(|&at| record::decode(&bytes[at..]).is_ok())
 }
 
@@ -194,7 +194,7 @@ mod tests {
     fn resync_skips_a_flipped_record_and_keeps_the_rest() {
         let mut buf = Vec::new();
         put(&mut buf, b"a");
-        let bad_at = buf.len() + 22;
+        let bad_at = buf.len() + 9;
         put(&mut buf, b"b");
         put(&mut buf, b"c");
         buf[bad_at] ^= 0xff;
@@ -208,7 +208,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_batch_marker(&mut buf, 2);
         put(&mut buf, b"b1");
-        let bad_at = buf.len() + 22;
+        let bad_at = buf.len() + 9;
         put(&mut buf, b"b2");
         put(&mut buf, b"after");
         buf[bad_at] ^= 0xff;

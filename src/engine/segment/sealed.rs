@@ -12,7 +12,7 @@ use memmap2::Mmap;
 
 use crate::engine::SegmentId;
 use crate::engine::error::{Error, Result};
-use crate::engine::format::{FILE_HEADER_LEN, FileHeader, FileKind, record};
+use crate::engine::format::{FILE_HEADER_LEN, FileHeader, FileKind};
 
 /// One mapped sealed segment.
 #[derive(Debug)]
@@ -78,21 +78,8 @@ impl SealedSegment {
         self.map.len() <= FILE_HEADER_LEN
     }
 
-    /// Copies out the value of the record at `offset` after checking its CRC and key.
+    /// Copies out the value of the record of `key` at `offset`.
     pub fn read_value(&self, offset: u32, key: &[u8]) -> Result<Vec<u8>> {
-        let corrupt = |reason| Error::Corrupt {
-            segment: self.id,
-            offset: u64::from(offset),
-            reason,
-        };
-        let bytes = self.map.get(offset as usize..).unwrap_or(&[]);
-        let rec = record::decode(bytes).map_err(corrupt)?;
-        if rec.key != key || rec.kind != record::RecordKind::Put {
-            return Err(corrupt(crate::engine::format::DecodeError::Invalid {
-                field: "record key",
-                value: rec.key.len() as u64,
-            }));
-        }
-        Ok(rec.value.to_vec())
+        super::read_value(self.id, &self.map, offset, key)
     }
 }
