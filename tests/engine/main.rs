@@ -3,3 +3,4 @@
 
 mod basic;
 mod common;
+mod model;
