@@ -96,8 +96,8 @@ fn parse_line(line: &[u8], now_ms: u64) -> Result<LegacyOp, String> {
             };
             let expiry = match number("ttl")? {
                 None => Expiry::Never,
-                Some(ttl) if ttl <= 0.0 => Expiry::At(ts_ms.max(1.0) as u64),
-                Some(ttl) => Expiry::At((ts_ms + ttl * 1000.0).max(1.0).round() as u64),
+                Some(ttl) if ttl <= 0.0 => Expiry::At(to_ms(ts_ms)),
+                Some(ttl) => Expiry::At(to_ms(ts_ms + ttl * 1000.0)),
             };
             Ok(LegacyOp::Set {
                 key: key.into_bytes(),
@@ -110,6 +110,16 @@ fn parse_line(line: &[u8], now_ms: u64) -> Result<LegacyOp, String> {
         }),
         other => Err(format!("unknown op {other:?}")),
     }
+}
+
+/// A millisecond instant from a float, rounded, at least 1 (0 means "never").
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "clamped to >= 1 first; float-to-int `as` saturates at u64::MAX and maps NaN to 0"
+)]
+fn to_ms(ms: f64) -> u64 {
+    (ms.round().max(1.0) as u64).max(1)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "unit tests fail loudly"))]
+
 pub mod engine;
 pub mod json;
 pub mod legacy;

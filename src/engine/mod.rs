@@ -451,13 +451,13 @@ impl Shared {
                     max: max_key,
                 });
             }
-            if let Op::Put { value, .. } = op {
-                if value.len() > max_value {
-                    return Err(Error::ValueTooLarge {
-                        len: value.len(),
-                        max: max_value,
-                    });
-                }
+            if let Op::Put { value, .. } = op
+                && value.len() > max_value
+            {
+                return Err(Error::ValueTooLarge {
+                    len: value.len(),
+                    max: max_value,
+                });
             }
         }
         let size = writer::planned_size(&batch.ops) as u64;
@@ -519,11 +519,11 @@ impl Shared {
     fn sync_now(&self) -> Result<()> {
         self.lead();
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if w.dirty {
-            if let Err(e) = self.sync_active(&mut w, 0) {
-                self.latch(&e);
-                return Err(e);
-            }
+        if w.dirty
+            && let Err(e) = self.sync_active(&mut w, 0)
+        {
+            self.latch(&e);
+            return Err(e);
         }
         Ok(())
     }
@@ -541,10 +541,10 @@ impl Shared {
         self.queue_cv.notify_all();
         self.compaction.stop();
         let handle = background.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            if h.join().is_err() {
-                tracing::error!("engine background thread panicked");
-            }
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!("engine background thread panicked");
         }
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());

@@ -102,10 +102,10 @@ impl Options {
         if self.max_value_bytes > (512 << 20) {
             return bad("max_value_bytes", "must be at most 512 MiB");
         }
-        if let SyncMode::Periodic(d) = self.sync {
-            if d.is_zero() {
-                return bad("sync", "periodic interval must be positive");
-            }
+        if let SyncMode::Periodic(d) = self.sync
+            && d.is_zero()
+        {
+            return bad("sync", "periodic interval must be positive");
         }
         if !(self.compaction_ratio > 0.0 && self.compaction_ratio <= 1.0) {
             return bad("compaction_ratio", "must be in (0, 1]");

@@ -358,16 +358,16 @@ impl Shared {
         w.active = Some(new_active);
         w.dirty = false;
         w.last_sync = Instant::now();
-        self.compaction_hint();
     }
 
     /// Syncs if the periodic interval has passed since the last sync.
     pub(crate) fn periodic_sync(&self, every: Duration) {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if w.dirty && w.last_sync.elapsed() >= every {
-            if let Err(e) = self.sync_active(&mut w, 0) {
-                self.latch(&e);
-            }
+        if w.dirty
+            && w.last_sync.elapsed() >= every
+            && let Err(e) = self.sync_active(&mut w, 0)
+        {
+            self.latch(&e);
         }
     }
 

@@ -95,10 +95,11 @@ fn varint_len(v: usize) -> usize {
 
 fn put_varint(out: &mut Vec<u8>, mut v: u32) {
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        // Truncation intended: the low seven bits, with the continuation bit.
+        out.push((v & 0x7f) as u8 | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.push((v & 0x7f) as u8);
 }
 
 /// Reads a u32 LEB128 varint at `*at`, advancing it.
