@@ -4,3 +4,5 @@
 mod basic;
 mod common;
 mod model;
+mod crash;
+mod support;

@@ -35,7 +35,7 @@ struct Value {
 impl Value {
     fn bytes(self) -> Vec<u8> {
         (0..self.len)
-            .map(|i| self.seed.wrapping_add(i as u8))
+            .map(|i| self.seed.wrapping_add(i.to_le_bytes()[0]))
             .collect()
     }
 }
