@@ -305,15 +305,16 @@ impl Engine {
             return Err(Error::ReadOnly { cause });
         }
         let (tx, rx) = oneshot::channel();
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pending
-            .push(Request {
-                ops: batch.ops,
-                reply: tx,
-            });
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the queue lock: shutdown drains the queue under it too,
+        // so no request can slip in after the last drain and wait forever.
+        if q.shutdown {
+            return Err(Error::Closed);
+        }
+        q.pending.push(Request {
+            ops: batch.ops,
+            reply: tx,
+        });
         Ok(Pending(PendingState::Waiting(rx)))
     }
 
