@@ -20,7 +20,7 @@ use super::error::{Error, Result};
 use super::format::hint::Hint;
 use super::format::record::RecordKind;
 use super::format::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind};
-use super::keydir::{Entry, Keydir};
+use super::keydir::{Entry, Key, Keydir};
 use super::memtable::Memtable;
 use super::migrate;
 use super::options::Options;
@@ -68,7 +68,7 @@ pub(crate) struct Recovered {
 
 /// One record found, tagged with its position in history.
 struct Found {
-    key: Box<[u8]>,
+    key: Key,
     seq: u64,
     kind: RecordKind,
     entry: Entry,
@@ -119,7 +119,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 |offset, rec| {
                     seq += 1;
                     found.push(Found {
-                        key: rec.key.into(),
+                        key: Key::from_slice(rec.key),
                         seq,
                         kind: rec.kind,
                         entry: Entry {
@@ -152,7 +152,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     // Newest record of each key first, then keep only that one.
     found.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(b.seq.cmp(&a.seq)));
     found.dedup_by(|later, first| later.key == first.key);
-    let live: Vec<(Box<[u8]>, Entry)> = found
+    let live: Vec<(Key, Entry)> = found
         .into_iter()
         .filter(|f| f.kind == RecordKind::Put && !f.entry.is_expired(now))
         .map(|f| (f.key, f.entry))
@@ -205,7 +205,7 @@ fn load_hint(
     let ok = hint.for_each(|e| {
         *seq += 1;
         found.push(Found {
-            key: e.key.into(),
+            key: Key::from_slice(e.key),
             seq: *seq,
             kind: e.kind,
             entry: Entry {
@@ -249,6 +249,13 @@ fn recover_wal(
         return ActiveSegment::create(fs, dir, next_id);
     }
     let id = match FileHeader::decode(&bytes) {
+        // wal.log is always newer than every sealed segment. A header naming an
+        // older id is damaged: trusting it would shadow that sealed segment in
+        // reads, and rotation would overwrite it (or order it before newer data).
+        Ok(h) if h.kind == FileKind::Segment && h.segment < next_id => {
+            tracing::warn!(found = %h.segment, using = %next_id, "wal.log header names a sealed segment's id; using the next id");
+            next_id
+        }
         Ok(h) if h.kind == FileKind::Segment => h.segment,
         Ok(_) => {
             return Err(Error::Format {
@@ -264,7 +271,7 @@ fn recover_wal(
     let s = scan(&bytes, FILE_HEADER_LEN, OnDamage::Stop, |offset, rec| {
         *seq += 1;
         found.push(Found {
-            key: rec.key.into(),
+            key: Key::from_slice(rec.key),
             seq: *seq,
             kind: rec.kind,
             entry: Entry {
