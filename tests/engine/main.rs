@@ -6,3 +6,5 @@ mod common;
 mod model;
 mod crash;
 mod support;
+mod recovery;
+mod faults;

@@ -1,0 +1,256 @@
+//! I/O failures through `FaultyFs`: a failed write, fsync, rename or directory
+//! fsync fails the write that met it, latches the engine read-only (later
+//! writes fail with `Error::ReadOnly`, reads go on, `stats().read_only`), and
+//! everything acknowledged before is there after a reopen on a healthy disk.
+//! Concurrent writers caught by a fault all get an error; none hangs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kvstore::engine::fs::{FaultyFs, FsOp};
+use kvstore::engine::{Batch, Engine, Error, Options, SyncMode};
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}
+
+fn value_of(i: usize) -> Vec<u8> {
+    format!("value {i:05} {}", "x".repeat(80)).into_bytes()
+}
+
+fn faulty(dir: &Path, sync: SyncMode, segment_bytes: u64) -> (Engine, FaultyFs) {
+    let fs = FaultyFs::new();
+    let opts = Options {
+        fs: Arc::new(fs.clone()),
+        sync,
+        segment_bytes,
+        background_compaction: false,
+        ..Options::default()
+    };
+    (Engine::open(dir, opts).unwrap().0, fs)
+}
+
+/// Reopens on the real file system and checks every acknowledged key.
+fn assert_acked_survive(dir: &Path, acked: &[usize]) -> Engine {
+    let opts = Options {
+        segment_bytes: 4096,
+        sync: SyncMode::Never,
+        background_compaction: false,
+        ..Options::default()
+    };
+    let (db, _) = Engine::open(dir, opts).unwrap();
+    for &i in acked {
+        assert_eq!(
+            db.get(&key(i)).unwrap(),
+            Some(value_of(i)),
+            "acknowledged key {i} after reopen"
+        );
+    }
+    assert!(!db.stats().read_only);
+    db.put(b"healthy again", b"yes").unwrap();
+    db
+}
+
+/// Every kind of write is refused with `ReadOnly` and reads still work.
+fn assert_read_only(db: &Engine, acked: &[usize]) {
+    assert!(db.stats().read_only);
+    let refused = [
+        db.put(b"later", b"x"),
+        db.delete(&key(acked[0])),
+        db.put_with_ttl(b"later", b"x", Duration::from_secs(5)),
+    ];
+    for r in refused {
+        assert!(matches!(r, Err(Error::ReadOnly { .. })), "{r:?}");
+    }
+    let mut b = Batch::new();
+    b.put(b"later", b"x").put(b"later 2", b"y");
+    assert!(matches!(db.apply(b.clone()), Err(Error::ReadOnly { .. })));
+    assert!(matches!(db.submit(b).wait(), Err(Error::ReadOnly { .. })));
+    for &i in acked {
+        assert_eq!(db.get(&key(i)).unwrap(), Some(value_of(i)), "read of {i}");
+    }
+    assert_eq!(db.get(b"later").unwrap(), None);
+    assert_eq!(
+        db.scan_prefix(b"key", None, usize::MAX).len(),
+        acked.len(),
+        "scan while read-only"
+    );
+}
+
+#[test]
+fn a_failed_write_fails_that_put_and_latches_the_engine_read_only() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, fs) = faulty(d.path(), SyncMode::Always, 64 << 20);
+    let acked: Vec<usize> = (0..10).collect();
+    for &i in &acked {
+        db.put(&key(i), &value_of(i)).unwrap();
+    }
+    fs.fail_from(FsOp::Write, 1);
+    let err = db.put(b"lost", b"x").unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("wal.log"), "{err}");
+    assert_read_only(&db, &acked);
+    assert_eq!(db.get(b"lost").unwrap(), None);
+    drop(db);
+    let db = assert_acked_survive(d.path(), &acked);
+    assert_eq!(
+        db.get(b"lost").unwrap(),
+        None,
+        "the failed write never reached the file"
+    );
+}
+
+#[test]
+fn a_failed_fsync_fails_that_put_and_latches_the_engine_read_only() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, fs) = faulty(d.path(), SyncMode::Always, 64 << 20);
+    let acked: Vec<usize> = (0..10).collect();
+    for &i in &acked {
+        db.put(&key(i), &value_of(i)).unwrap();
+    }
+    fs.fail_from(FsOp::Sync, 1);
+    let err = db.put(b"unsynced", b"x").unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    // Written but not durable: never acknowledged, so never readable.
+    assert_eq!(db.get(b"unsynced").unwrap(), None);
+    assert_read_only(&db, &acked);
+    drop(db);
+    assert_acked_survive(d.path(), &acked);
+}
+
+#[test]
+fn a_failed_periodic_fsync_latches_the_engine_read_only() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, fs) = faulty(
+        d.path(),
+        SyncMode::Periodic(Duration::from_millis(20)),
+        64 << 20,
+    );
+    db.put(&key(0), &value_of(0)).unwrap();
+    let mut acked = vec![0];
+    fs.fail_from(FsOp::Sync, 1);
+    // The background thread (or the next write after the interval) syncs, fails
+    // and latches; keep writing until a write is refused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        let i = acked.len();
+        match db.put(&key(i), &value_of(i)) {
+            Ok(_) => acked.push(i),
+            Err(e) => break e,
+        }
+        assert!(Instant::now() < deadline, "the failed fsync never latched");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(
+        matches!(err, Error::ReadOnly { .. } | Error::Io { .. }),
+        "{err:?}"
+    );
+    assert_read_only(&db, &acked);
+    drop(db);
+    assert_acked_survive(d.path(), &acked);
+}
+
+/// Puts with 4 KiB segments until one fails; returns the acknowledged keys.
+fn put_until_refused(db: &Engine) -> (Vec<usize>, Error) {
+    let mut acked = Vec::new();
+    for i in 0..10_000 {
+        match db.put(&key(i), &value_of(i)) {
+            Ok(_) => acked.push(i),
+            Err(e) => return (acked, e),
+        }
+    }
+    panic!("10000 puts never met the fault");
+}
+
+#[test]
+fn a_failed_rename_while_sealing_latches_read_only_and_loses_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, fs) = faulty(d.path(), SyncMode::Never, 4096);
+    fs.fail_from(FsOp::Rename, 1);
+    let (acked, err) = put_until_refused(&db);
+    assert!(matches!(err, Error::ReadOnly { .. }), "{err:?}");
+    assert!(acked.len() > 10, "rotation came after {} puts", acked.len());
+    assert!(
+        err.to_string().contains("sealing"),
+        "the cause should name the step: {err}"
+    );
+    assert_read_only(&db, &acked);
+    assert!(super::support::sealed_segments(d.path()).is_empty());
+    drop(db);
+    let db = assert_acked_survive(d.path(), &acked);
+    // Rotation works again on a healthy disk.
+    for i in acked.len()..acked.len() + 200 {
+        db.put(&key(i), &value_of(i)).unwrap();
+    }
+    assert!(!super::support::sealed_segments(d.path()).is_empty());
+}
+
+#[test]
+fn a_failed_directory_fsync_at_any_step_of_rotation_latches_read_only_and_loses_nothing() {
+    // Rotation syncs the directory after sealing (1), after the hint (2) and
+    // after creating the next wal.log (3); a hint failure alone is tolerated,
+    // but `fail_from` keeps failing, so every step ends in the latch.
+    for nth in 1..=3 {
+        let d = tempfile::tempdir().unwrap();
+        let (db, fs) = faulty(d.path(), SyncMode::Always, 4096);
+        fs.fail_from(FsOp::SyncDir, nth);
+        let (acked, err) = put_until_refused(&db);
+        assert!(matches!(err, Error::ReadOnly { .. }), "step {nth}: {err:?}");
+        assert_read_only(&db, &acked);
+        drop(db);
+        assert_acked_survive(d.path(), &acked);
+    }
+}
+
+#[test]
+fn concurrent_writers_caught_by_a_fault_all_get_an_error_and_none_hangs() {
+    for op in [FsOp::Write, FsOp::Sync] {
+        let d = tempfile::tempdir().unwrap();
+        let (db, fs) = faulty(d.path(), SyncMode::Always, 64 << 20);
+        fs.fail_from(op, 40);
+        let threads = 8;
+        let (tx, rx) = mpsc::channel();
+        for t in 0..threads {
+            let db = db.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let err = loop {
+                    let i = t * 100_000 + acked.len();
+                    // Half the threads go through submit, as async callers do.
+                    let r = if t % 2 == 0 {
+                        db.put(&key(i), &value_of(i)).map(|_| ())
+                    } else {
+                        let mut b = Batch::new();
+                        b.put(&key(i), &value_of(i));
+                        db.submit(b).wait().map(|_| ())
+                    };
+                    match r {
+                        Ok(()) => acked.push(i),
+                        Err(e) => break e,
+                    }
+                };
+                // The directory unlocks when the last clone goes: before reporting.
+                drop(db);
+                tx.send((acked, err)).unwrap();
+            });
+        }
+        drop(tx);
+        let mut acked = Vec::new();
+        for _ in 0..threads {
+            let (a, err) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a writer hung after the fault");
+            assert!(
+                matches!(err, Error::Io { .. } | Error::ReadOnly { .. }),
+                "{op:?}: {err:?}"
+            );
+            acked.extend(a);
+        }
+        assert!(db.stats().read_only);
+        drop(db);
+        assert_acked_survive(d.path(), &acked);
+    }
+}
