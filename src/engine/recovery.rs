@@ -20,7 +20,7 @@ use super::error::{Error, Result};
 use super::format::hint::Hint;
 use super::format::record::RecordKind;
 use super::format::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind};
-use super::keydir::{Entry, Key, Keydir};
+use super::keydir::{Entry, Keydir};
 use super::memtable::Memtable;
 use super::migrate;
 use super::options::Options;
@@ -68,7 +68,7 @@ pub(crate) struct Recovered {
 
 /// One record found, tagged with its position in history.
 struct Found {
-    key: Key,
+    key: Box<[u8]>,
     seq: u64,
     kind: RecordKind,
     entry: Entry,
@@ -119,7 +119,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 |offset, rec| {
                     seq += 1;
                     found.push(Found {
-                        key: Key::from_slice(rec.key),
+                        key: rec.key.into(),
                         seq,
                         kind: rec.kind,
                         entry: Entry {
@@ -152,7 +152,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     // Newest record of each key first, then keep only that one.
     found.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(b.seq.cmp(&a.seq)));
     found.dedup_by(|later, first| later.key == first.key);
-    let live: Vec<(Key, Entry)> = found
+    let live: Vec<(Box<[u8]>, Entry)> = found
         .into_iter()
         .filter(|f| f.kind == RecordKind::Put && !f.entry.is_expired(now))
         .map(|f| (f.key, f.entry))
@@ -205,7 +205,7 @@ fn load_hint(
     let ok = hint.for_each(|e| {
         *seq += 1;
         found.push(Found {
-            key: Key::from_slice(e.key),
+            key: e.key.into(),
             seq: *seq,
             kind: e.kind,
             entry: Entry {
@@ -271,7 +271,7 @@ fn recover_wal(
     let s = scan(&bytes, FILE_HEADER_LEN, OnDamage::Stop, |offset, rec| {
         *seq += 1;
         found.push(Found {
-            key: Key::from_slice(rec.key),
+            key: rec.key.into(),
             seq: *seq,
             kind: rec.kind,
             entry: Entry {
