@@ -2,11 +2,14 @@
 //! record is in the memtable (`wal.log`), in a sealed (mmapped) segment, or
 //! absent — and how many keys per second a prefix scan visits?
 //!
-//! Setup (untimed): 1M cold keys (`c…`, 16 bytes, 100-byte values) are loaded in
-//! a scattered order with 4 MiB segments, so all of them end up sealed; then a
-//! hot set of 10k keys (`h…`) is written until it sits wholly in a fresh
-//! `wal.log` behind a rotation. Every key is read once before timing (which
-//! also faults the mapped segments in: the reads are warm).
+//! Setup (untimed): 1M cold keys (16 bytes, 100-byte values) are loaded in a
+//! scattered order with 4 MiB segments, so all of them end up sealed; then a
+//! hot set of 10k keys is written until it sits wholly in a fresh `wal.log`
+//! behind a rotation. Cold, hot and missing keys interleave in one key range
+//! (`k` + number: cold 4i, hot 4i+2 spread over the range, missing 4i+1), so
+//! every case walks the same keydir with the same cache behaviour and only the
+//! value fetch differs. Every key is read once before timing (which also faults
+//! the mapped segments in: the reads are warm).
 //! Timed: gets of uniformly random keys, each result checked (value present
 //! with the right length and key stamp, or absent for a miss); prefix-scan
 //! pages of 1000 keys after a random cold key, each page's count and last key
@@ -28,6 +31,22 @@ use common::Rng;
 
 const VALUE_LEN: usize = 100;
 const PAGE: u64 = 1000;
+const TAG: u8 = b'k';
+
+/// The i-th cold key.
+fn cold_key(i: u64) -> [u8; common::KEY_LEN] {
+    common::key(TAG, 4 * i)
+}
+
+/// The j-th of `hot` hot keys, spread evenly between the `cold` cold keys.
+fn hot_key(j: u64, hot: u64, cold: u64) -> [u8; common::KEY_LEN] {
+    common::key(TAG, 4 * (j * (cold / hot)) + 2)
+}
+
+/// A key that is never written, between two cold keys.
+fn missing_key(i: u64) -> [u8; common::KEY_LEN] {
+    common::key(TAG, 4 * i + 1)
+}
 
 fn main() {
     let mut c = common::criterion(Duration::from_secs(1), Duration::from_secs(3), 50);
@@ -51,13 +70,13 @@ fn load(dir: &std::path::Path, cold: u64, hot: u64) -> Engine {
     };
     let (db, _) = Engine::open(dir, opts).unwrap();
     let t0 = Instant::now();
-    put_all(&db, b'c', (0..cold).map(|i| common::scattered(i, cold)));
+    put_all(&db, (0..cold).map(|i| cold_key(common::scattered(i, cold))));
     // Rewrite the hot set until one whole pass follows a rotation and is not
     // interrupted by another: then wal.log holds only hot keys.
     let mut rotated = false;
     loop {
         let segments = db.stats().segments;
-        put_all(&db, b'h', 0..hot);
+        put_all(&db, (0..hot).map(|j| hot_key(j, hot, cold)));
         let now = db.stats().segments;
         if rotated && now == segments {
             break;
@@ -65,10 +84,10 @@ fn load(dir: &std::path::Path, cold: u64, hot: u64) -> Engine {
         rotated |= now != segments;
     }
     for i in 0..cold {
-        check(&db, &common::key(b'c', i));
+        check(&db, &cold_key(i));
     }
-    for i in 0..hot {
-        check(&db, &common::key(b'h', i));
+    for j in 0..hot {
+        check(&db, &hot_key(j, hot, cold));
     }
     let s = db.stats();
     println!(
@@ -81,10 +100,9 @@ fn load(dir: &std::path::Path, cold: u64, hot: u64) -> Engine {
     db
 }
 
-fn put_all(db: &Engine, tag: u8, indexes: impl Iterator<Item = u64>) {
+fn put_all(db: &Engine, keys: impl Iterator<Item = [u8; common::KEY_LEN]>) {
     let mut batch = Batch::new();
-    for i in indexes {
-        let key = common::key(tag, i);
+    for key in keys {
         batch.put(&key, &common::value_for(&key, VALUE_LEN));
         if batch.len() == 1000 {
             db.apply(std::mem::take(&mut batch)).unwrap();
@@ -106,22 +124,39 @@ fn check(db: &Engine, key: &[u8]) {
 fn gets(c: &mut Criterion, db: &Engine, cold: u64, hot: u64) {
     let mut group = c.benchmark_group("get");
     group.throughput(Throughput::Elements(1));
-    let cases: [(&str, u8, u64); 3] = [
-        ("memtable_hit", b'h', hot),
-        ("sealed_hit", b'c', cold),
-        ("miss", b'm', cold),
+    type Case<'a> = (
+        &'a str,
+        Box<dyn Fn(&mut Rng) -> [u8; common::KEY_LEN]>,
+        bool,
+    );
+    let cases: [Case; 3] = [
+        (
+            "memtable_hit",
+            Box::new(move |rng| hot_key(rng.below(hot), hot, cold)),
+            true,
+        ),
+        (
+            "sealed_hit",
+            Box::new(move |rng| cold_key(rng.below(cold))),
+            true,
+        ),
+        (
+            "miss",
+            Box::new(move |rng| missing_key(rng.below(cold))),
+            false,
+        ),
     ];
-    for (name, tag, n) in cases {
-        let mut rng = Rng::new(u64::from(tag));
+    for (seed, (name, pick, present)) in cases.into_iter().enumerate() {
+        let mut rng = Rng::new(seed as u64);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let t0 = Instant::now();
                 for _ in 0..iters {
-                    let key = common::key(tag, rng.below(n));
-                    if tag == b'm' {
-                        assert_eq!(db.get(&key).unwrap(), None);
-                    } else {
+                    let key = pick(&mut rng);
+                    if present {
                         check(db, &key);
+                    } else {
+                        assert_eq!(db.get(&key).unwrap(), None);
                     }
                 }
                 t0.elapsed()
@@ -133,7 +168,7 @@ fn gets(c: &mut Criterion, db: &Engine, cold: u64, hot: u64) {
 
 fn scans(c: &mut Criterion, db: &Engine, cold: u64) {
     let mut group = c.benchmark_group("prefix_scan");
-    let page = PAGE.min(cold - 1);
+    let page = PAGE.min(cold / 2);
     group.throughput(Throughput::Elements(page));
     let mut rng = Rng::new(7);
     let limit = usize::try_from(page).unwrap();
@@ -141,16 +176,15 @@ fn scans(c: &mut Criterion, db: &Engine, cold: u64) {
         b.iter_custom(|iters| {
             let t0 = Instant::now();
             for _ in 0..iters {
-                let from = rng.below(cold - page);
-                let after = common::key(b'c', from);
-                let (mut seen, mut last) = (0u64, [0u8; common::KEY_LEN]);
-                let end = db.scan_prefix_with(b"c", Some(&after), limit, |k| {
+                let after = cold_key(rng.below(cold - page));
+                let mut seen = 0u64;
+                let mut last = after;
+                let end = db.scan_prefix_with(&[TAG], Some(&after), limit, |k| {
                     seen += 1;
                     last.copy_from_slice(k);
                 });
-                assert_eq!(seen, page);
-                assert_eq!(last, common::key(b'c', from + page));
-                assert!(end == ScanEnd::More || from + page == cold - 1);
+                assert_eq!((seen, end), (page, ScanEnd::More));
+                assert!(last > after);
             }
             t0.elapsed()
         });
