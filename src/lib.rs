@@ -3,7 +3,8 @@
 //! - [`engine`]: the embeddable storage engine — append-only, CRC-checked segment
 //!   files, an in-memory ordered keydir, group commit, crash recovery, TTL,
 //!   atomic batches, prefix scans, compaction. No HTTP, no async runtime needed.
-//! - `server` (feature `server`, on by default): the HTTP JSON API over actix-web.
+//! - `server` (feature `server`, on by default): the HTTP JSON API over actix-web;
+//!   `cli`: the `kvstore` command line (serve, inspect, verify, compact, export, import).
 //!
 //! ```
 //! # fn main() -> Result<(), kvstore::engine::Error> {
@@ -22,6 +23,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "unit tests fail loudly"))]
 
+#[cfg(feature = "server")]
+pub mod cli;
 pub mod engine;
 pub mod json;
 pub mod legacy;

@@ -1,8 +1,41 @@
-//! The HTTP JSON API (../shared/API.md) over the engine. STUB: being written.
+//! The HTTP JSON API of `/work/shared/API.md` over the [`engine`](crate::engine).
+//!
+//! - [`build`] binds an actix `HttpServer` running [`app`] on every worker;
+//! - [`app`] is the whole application (routes + middleware), shared by
+//!   `build` and the in-process tests; [`routes::configure`] mounts the routes;
+//! - [`error::ApiError`] is the one error type and its status table;
+//! - values are stored as their minified JSON text ([`crate::json::minify`])
+//!   and spliced into responses ([`body::Out`]) without being re-parsed;
+//! - writes are `engine.submit(batch).await`ed, so no worker blocks on an
+//!   fsync and concurrent requests share one (group commit).
+
+pub mod body;
+pub mod error;
+pub mod key;
+pub mod metrics;
+pub mod middleware;
+pub mod routes;
+pub mod state;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::web::Data;
+use actix_web::{App, HttpServer};
 
 use crate::engine::Engine;
+
+pub use error::ApiError;
+pub use metrics::FsyncObserver;
+pub use routes::configure;
+pub use state::AppState;
+
+/// Seconds in-flight requests get to finish after SIGTERM/SIGINT, leaving
+/// time within 5 s to close the engine.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -21,6 +54,9 @@ pub struct ServerConfig {
     pub max_batch_ops: usize,
     /// When set, every route but /health needs `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,
+    /// The fsync observer given to the engine as `Options::observer`, so
+    /// `/metrics` shows fsync latency (default: none, the histogram stays empty).
+    pub fsync: Option<Arc<FsyncObserver>>,
 }
 
 impl Default for ServerConfig {
@@ -33,8 +69,29 @@ impl Default for ServerConfig {
             max_key_bytes: 1024,
             max_batch_ops: 10_000,
             auth_token: None,
+            fsync: None,
         }
     }
+}
+
+/// The whole application over `state`: routes, auth, metrics, JSON errors.
+pub fn app(
+    state: Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .configure(configure)
+        .wrap(from_fn(middleware::json_errors))
+        .wrap(from_fn(middleware::auth))
+        .wrap(from_fn(middleware::track))
 }
 
 /// Binds the server and returns it (not yet running: `.await` it) with the
@@ -44,6 +101,42 @@ pub fn build(
     engine: Engine,
     config: &ServerConfig,
 ) -> std::io::Result<(actix_web::dev::Server, Vec<SocketAddr>)> {
-    let _ = (engine, config);
-    Err(std::io::Error::other("server not implemented yet"))
+    let state = Data::new(AppState::new(engine, config));
+    let server = HttpServer::new(move || app(state.clone()))
+        .workers(config.workers.max(1))
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .shutdown_signal(stop_signal())
+        .bind((config.host.as_str(), config.port))?;
+    let addrs = server.addrs();
+    Ok((server.run(), addrs))
+}
+
+/// Resolves on the first SIGTERM or SIGINT: both stop the server gracefully
+/// (actix's own handling would drop in-flight requests on SIGINT).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                    _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+                }
+            }
+            _ => {
+                tracing::warn!("cannot listen for signals; stop the server another way");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

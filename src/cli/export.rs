@@ -1,0 +1,65 @@
+//! `kvstore export`: every live key as a JSON line `{"key": k, "value": v}`,
+//! in key order, to stdout or a file. Values are spliced as stored.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{CliError, DirArgs, open_existing};
+use crate::server::body::Out;
+
+const PAGE: usize = 1024;
+
+/// Flags of `export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The data directory.
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Exports every key.
+pub fn run(args: &ExportArgs) -> Result<ExitCode, CliError> {
+    let dir = &args.dir.data_dir;
+    let out_path = args.output.clone().unwrap_or_else(|| PathBuf::from("-"));
+    let io_err = |source| CliError::Io {
+        action: "writing",
+        path: out_path.clone(),
+        source,
+    };
+    let (engine, _report) = open_existing(dir)?;
+    let sink: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(File::create(p).map_err(io_err)?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut w = BufWriter::new(sink);
+    let mut after: Option<Vec<u8>> = None;
+    let mut count = 0u64;
+    loop {
+        let page = engine.scan_prefix(b"", after.as_deref(), PAGE);
+        for key in &page {
+            // A key deleted or expired since the scan is skipped.
+            let Some(value) = engine.get(key).map_err(super::engine_err(dir))? else {
+                continue;
+            };
+            let mut line = Out::with_capacity(key.len() + value.len() + 24);
+            line.key_value(key, &value).raw(b"\n");
+            w.write_all(&line.into_bytes()).map_err(io_err)?;
+            count += 1;
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    w.flush().map_err(io_err)?;
+    engine.close().map_err(super::engine_err(dir))?;
+    eprintln!("exported {count} keys");
+    Ok(ExitCode::SUCCESS)
+}

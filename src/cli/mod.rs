@@ -1,0 +1,185 @@
+//! The `kvstore` command line: parsed flags ([`Cli`]) and one module per
+//! subcommand. `main.rs` parses, sets up logging, calls [`run`] and turns a
+//! [`CliError`] into one line on stderr and a non-zero exit code.
+
+pub mod compact;
+pub mod export;
+pub mod import;
+pub mod inspect;
+pub mod serve;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::{self, Engine, Options, RecoveryReport};
+
+/// A Bitcask-style key-value store with an HTTP JSON API.
+#[derive(Debug, Parser)]
+#[command(name = "kvstore", version, about)]
+pub struct Cli {
+    /// With no subcommand, `kvstore` serves (same flags as `kvstore serve`).
+    #[command(flatten)]
+    pub serve: serve::ServeArgs,
+    /// An offline subcommand on a data directory.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(serve::ServeArgs),
+    /// Print the recovery report, the figures and the files of a data directory.
+    Inspect(DirArgs),
+    /// Read every key, checking every record; exit non-zero if any is corrupt.
+    Verify(DirArgs),
+    /// Compact a data directory now.
+    Compact(DirArgs),
+    /// Write every key as JSON lines `{"key": .., "value": ..}`.
+    Export(export::ExportArgs),
+    /// Load JSON lines `{"key": .., "value": ..}` (the export format).
+    Import(import::ImportArgs),
+}
+
+/// The data directory of an offline subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct DirArgs {
+    /// The data directory (must exist).
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// `--sync` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncArg {
+    /// fsync before acknowledging (group commit).
+    Always,
+    /// fsync every `--sync-interval-ms`.
+    Periodic,
+    /// Leave write-back to the OS.
+    Never,
+}
+
+/// Everything that can make the command fail; `main` prints it as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The engine could not open or operate on the directory.
+    #[error("{path}: {source}")]
+    Engine {
+        /// The data directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: engine::Error,
+    },
+    /// A file or stream could not be used.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file (or `-` for stdin/stdout).
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// host:port.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A flag value that parses but cannot be used.
+    #[error("invalid {flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// An import line that is not `{"key": string, "value": any}`.
+    #[error("{path} line {line}: {reason}")]
+    BadLine {
+        /// The input.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `verify` found damage.
+    #[error("{0} corrupt record(s) found")]
+    Corrupt(u64),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        None => serve::run(cli.serve),
+        Some(Command::Serve(args)) => serve::run(args),
+        Some(Command::Inspect(args)) => inspect::run(&args),
+        Some(Command::Verify(args)) => verify::run(&args),
+        Some(Command::Compact(args)) => compact::run(&args),
+        Some(Command::Export(args)) => export::run(&args),
+        Some(Command::Import(args)) => import::run(&args),
+    }
+}
+
+/// Opens an existing data directory for an offline subcommand.
+pub fn open_existing(dir: &Path) -> Result<(Engine, RecoveryReport), CliError> {
+    if !dir.is_dir() {
+        return Err(CliError::Io {
+            action: "opening data directory",
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        });
+    }
+    let opts = Options {
+        background_compaction: false,
+        ..Options::default()
+    };
+    Engine::open(dir, opts).map_err(|source| CliError::Engine {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Wraps an engine error with the directory it happened in.
+pub fn engine_err(dir: &Path) -> impl FnOnce(engine::Error) -> CliError + '_ {
+    move |source| CliError::Engine {
+        path: dir.to_path_buf(),
+        source,
+    }
+}
+
+/// The recovery report as one human line.
+pub fn summary(report: &RecoveryReport) -> String {
+    let mut s = format!(
+        "{} live keys, {} records, {} sealed segments ({} from hints), {} bytes truncated, \
+         {} batches discarded, {} corrupt records, {} leftovers removed, in {} ms",
+        report.live_keys,
+        report.records,
+        report.segments,
+        report.hints_used,
+        report.bytes_truncated,
+        report.batches_discarded,
+        report.corrupt_records,
+        report.leftovers_removed,
+        report.duration.as_millis()
+    );
+    if let Some(backup) = &report.migrated_legacy_backup {
+        s.push_str(&format!(
+            "; migrated {} legacy operations, original kept as {}",
+            report.legacy_operations,
+            backup.display()
+        ));
+    }
+    s
+}

@@ -1,0 +1,152 @@
+//! `kvstore [serve]`: validate the flags into engine [`Options`] and a
+//! [`ServerConfig`], open the data directory, serve until SIGTERM/SIGINT,
+//! then close the engine so every acknowledged write is durable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{CliError, SyncArg, summary};
+use crate::engine::{Engine, Options, SyncMode};
+use crate::server::{self, FsyncObserver, ServerConfig};
+
+/// Flags of the server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Data directory (created if missing).
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// When acknowledged writes are fsynced.
+    #[arg(long, value_enum, default_value_t = SyncArg::Always)]
+    pub sync: SyncArg,
+    /// fsync interval of `--sync periodic`, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub sync_interval_ms: u64,
+    /// Size at which wal.log is sealed into a segment, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub segment_bytes: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest key, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_key_bytes: usize,
+    /// Most operations in one batch.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_batch_ops: usize,
+    /// Bearer token required on every route but /health.
+    #[arg(long, env = "KVSTORE_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Background compaction starts when dead bytes exceed this share of disk bytes.
+    #[arg(long, default_value_t = 0.5)]
+    pub compaction_ratio: f64,
+    /// ... and exceed this many bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub compaction_min_bytes: u64,
+}
+
+impl ServeArgs {
+    /// The engine options and server settings these flags ask for.
+    pub fn settings(&self) -> Result<(Options, ServerConfig), CliError> {
+        let invalid = |flag, reason: &str| CliError::Invalid {
+            flag,
+            reason: reason.to_string(),
+        };
+        let sync = match self.sync {
+            SyncArg::Always => SyncMode::Always,
+            SyncArg::Never => SyncMode::Never,
+            SyncArg::Periodic if self.sync_interval_ms == 0 => {
+                return Err(invalid("--sync-interval-ms", "must be positive"));
+            }
+            SyncArg::Periodic => SyncMode::Periodic(Duration::from_millis(self.sync_interval_ms)),
+        };
+        if self.max_body_bytes == 0 {
+            return Err(invalid("--max-body-bytes", "must be positive"));
+        }
+        if self.workers == Some(0) {
+            return Err(invalid("--workers", "must be positive"));
+        }
+        let fsync = Arc::new(FsyncObserver::default());
+        let opts = Options {
+            sync,
+            segment_bytes: self.segment_bytes,
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_body_bytes.max(16 << 20),
+            compaction_ratio: self.compaction_ratio,
+            compaction_min_bytes: self.compaction_min_bytes,
+            observer: Some(fsync.clone()),
+            ..Options::default()
+        };
+        opts.validate().map_err(|e| CliError::Invalid {
+            flag: "option",
+            reason: e.to_string(),
+        })?;
+        let defaults = ServerConfig::default();
+        let config = ServerConfig {
+            host: self.host.clone(),
+            port: self.port,
+            workers: self.workers.unwrap_or(defaults.workers),
+            max_body_bytes: self.max_body_bytes,
+            max_key_bytes: self.max_key_bytes,
+            max_batch_ops: self.max_batch_ops,
+            auth_token: self.auth_token.clone().filter(|t| !t.is_empty()),
+            fsync: Some(fsync),
+        };
+        Ok((opts, config))
+    }
+}
+
+/// Serves until stopped.
+pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let (opts, config) = args.settings()?;
+    let dir = &args.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| CliError::Io {
+        action: "creating data directory",
+        path: dir.clone(),
+        source,
+    })?;
+    let (engine, report) = Engine::open(dir, opts).map_err(super::engine_err(dir))?;
+    tracing::info!(data_dir = %dir.display(), "recovered: {}", summary(&report));
+    let addr = format!("{}:{}", config.host, config.port);
+    let served = actix_web::rt::System::new().block_on({
+        let engine = engine.clone();
+        async move {
+            let (server, addrs) =
+                server::build(engine, &config).map_err(|source| CliError::Bind { addr, source })?;
+            for a in &addrs {
+                tracing::info!(
+                    "listening on http://{a} (sync {:?}, auth {})",
+                    args.sync,
+                    if config.auth_token.is_some() {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                );
+            }
+            server.await.map_err(|source| CliError::Io {
+                action: "serving on",
+                path: PathBuf::from(format!("{}:{}", config.host, config.port)),
+                source,
+            })
+        }
+    });
+    // Close even when serving failed: every acknowledged write is made durable.
+    let closed = engine.close().map_err(super::engine_err(dir));
+    served?;
+    closed?;
+    tracing::info!("stopped; every acknowledged write is durable");
+    Ok(ExitCode::SUCCESS)
+}

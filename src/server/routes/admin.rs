@@ -1,0 +1,66 @@
+//! The routes about the store rather than a key: `/stats`, `/health`,
+//! `/metrics`, `POST /admin/compact`.
+
+use actix_web::HttpResponse;
+use actix_web::web::{self, Data};
+
+use crate::server::error::ApiError;
+use crate::server::state::AppState;
+
+/// `GET /stats`: the union of both specification variants plus engine figures, O(1).
+pub async fn stats(state: Data<AppState>) -> HttpResponse {
+    let s = state.engine.stats();
+    let body = serde_json::json!({
+        "keys": s.live_keys,
+        "size_bytes": s.live_value_bytes,
+        "total_keys": s.live_keys,
+        "total_operations": state.operations(),
+        "uptime_seconds": state.uptime_seconds(),
+        "segments": s.segments,
+        "disk_bytes": s.disk_bytes,
+        "dead_bytes": s.dead_bytes,
+        "fsyncs": s.fsyncs,
+        "writes": s.writes,
+        "compactions": s.compactions,
+        "reclaimed_bytes": s.reclaimed_bytes,
+        "last_compaction_ms": s.last_compaction_ms,
+        "read_only": s.read_only,
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+/// `GET /health` → `{"status": "ok"}`, never behind auth.
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"status":"ok"}"#)
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: Data<AppState>) -> HttpResponse {
+    let text = state.metrics.encode(&state.engine.stats());
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text)
+}
+
+/// `POST /admin/compact`: compacts now on a blocking thread and says what it reclaimed.
+pub async fn compact(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine.clone();
+    let report = web::block(move || engine.compact())
+        .await
+        .map_err(|e| ApiError::Internal(format!("compaction task failed: {e}")))??;
+    let body = serde_json::json!({
+        "success": true,
+        "reclaimed_bytes": report.reclaimed_bytes,
+        "segments_before": report.segments_before,
+        "segments_after": report.segments_after,
+        "live_bytes_rewritten": report.live_bytes_rewritten,
+        "duration_ms": report.duration_ms,
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string()))
+}

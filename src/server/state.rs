@@ -1,0 +1,95 @@
+//! What every handler shares: the engine handle, the limits, the metrics and
+//! the counters behind `/stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::engine::{Engine, Expiry};
+
+use super::ServerConfig;
+use super::metrics::Metrics;
+
+/// Request limits, from [`ServerConfig`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Most operations in one batch.
+    pub max_batch_ops: usize,
+}
+
+/// The state of one server, shared by all workers (wrapped in `web::Data`).
+#[derive(Debug)]
+pub struct AppState {
+    /// The open engine.
+    pub engine: Engine,
+    /// Request limits.
+    pub limits: Limits,
+    /// When set, the bearer token every route but /health needs.
+    pub auth_token: Option<String>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    started: Instant,
+    operations: AtomicU64,
+}
+
+impl AppState {
+    /// State for `engine` under `config`.
+    pub fn new(engine: Engine, config: &ServerConfig) -> AppState {
+        AppState {
+            engine,
+            limits: Limits {
+                max_body_bytes: config.max_body_bytes,
+                max_key_bytes: config.max_key_bytes,
+                max_batch_ops: config.max_batch_ops,
+            },
+            auth_token: config.auth_token.clone().filter(|t| !t.is_empty()),
+            metrics: Metrics::new(config.fsync.clone()),
+            started: Instant::now(),
+            operations: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `n` key operations served (for `total_operations`).
+    pub fn count(&self, n: usize) {
+        self.operations
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Key operations served since start.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
+    }
+
+    /// Whole seconds since the server state was made.
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// The expiry of a write with `ttl` seconds (`None`: never), from now.
+    /// `ttl <= 0` is already expired; fractions count to the millisecond.
+    pub fn expiry(&self, ttl: Option<f64>) -> Expiry {
+        let now = self.engine.now_ms().max(1);
+        match ttl {
+            None => Expiry::Never,
+            Some(s) if s.is_nan() || s <= 0.0 => Expiry::At(now),
+            Some(s) => {
+                let ms = (s * 1000.0).round().max(1.0);
+                // An f64 at or past 2^64 saturates; the cast is then exact.
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "ms is positive and saturates at u64::MAX"
+                )]
+                let ms = if ms >= 18_446_744_073_709_551_615.0 {
+                    u64::MAX
+                } else {
+                    ms as u64
+                };
+                Expiry::At(now.saturating_add(ms))
+            }
+        }
+    }
+}
