@@ -35,7 +35,7 @@ use super::error::{Error, Result};
 use super::format::hint::{HintEntry, HintWriter};
 use super::format::record::RecordKind;
 use super::format::{FILE_HEADER_LEN, FileHeader, FileKind};
-use super::keydir::Entry;
+use super::keydir::{Entry, Key};
 use super::options::Options;
 use super::segment::active::write_file_atomically;
 use super::segment::scan::{OnDamage, scan};
@@ -189,7 +189,7 @@ impl Shared {
                 ..CompactionReport::default()
             });
         };
-        let mut moves: Vec<(Box<[u8]>, Entry, Entry)> = Vec::new();
+        let mut moves: Vec<(Key, Entry, Entry)> = Vec::new();
         let outputs = match self.write_outputs(&inputs, newest, &mut moves) {
             Ok(o) => o,
             Err(e) => {
@@ -238,7 +238,7 @@ impl Shared {
         &self,
         inputs: &[Arc<SealedSegment>],
         newest: SegmentId,
-        moves: &mut Vec<(Box<[u8]>, Entry, Entry)>,
+        moves: &mut Vec<(Key, Entry, Entry)>,
     ) -> Result<Vec<Output>> {
         let now = self.opts.clock.now_ms();
         let mut outputs = Vec::new();
@@ -249,7 +249,7 @@ impl Shared {
                 return Err(Error::Closed);
             }
             // Collect first: the visitor cannot do I/O or return errors.
-            let mut live: Vec<(u32, usize, Entry, Box<[u8]>)> = Vec::new();
+            let mut live: Vec<(u32, usize, Entry, Key)> = Vec::new();
             let kd = &self.keydir;
             scan(
                 seg.bytes(),
@@ -261,7 +261,7 @@ impl Shared {
                     }
                     let cur = kd.read().unwrap_or_else(|p| p.into_inner()).get(rec.key);
                     if let Some(e) = cur.filter(|e| e.segment == seg.id() && e.offset == offset) {
-                        live.push((offset, rec.encoded_len(), e, rec.key.into()));
+                        live.push((offset, rec.encoded_len(), e, Key::from_slice(rec.key)));
                     }
                 },
             );
@@ -383,7 +383,7 @@ impl Shared {
         &self,
         inputs: &[Arc<SealedSegment>],
         outputs: &[Output],
-        moves: &[(Box<[u8]>, Entry, Entry)],
+        moves: &[(Key, Entry, Entry)],
     ) -> Result<()> {
         let mut mapped = Vec::with_capacity(outputs.len());
         for o in outputs {

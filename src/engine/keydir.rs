@@ -12,6 +12,7 @@ use std::ops::Bound;
 
 use super::SegmentId;
 use super::format::record;
+pub use super::key::{Key, KeySlice};
 
 /// Where the newest record of a key lives and when it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +41,15 @@ impl Entry {
 /// The ordered index and its running totals.
 #[derive(Debug, Default)]
 pub struct Keydir {
-    map: BTreeMap<Box<[u8]>, Entry>,
-    expiring: BTreeSet<(u64, Box<[u8]>)>,
+    map: BTreeMap<Key, Entry>,
+    expiring: BTreeSet<(u64, Key)>,
     live_value_bytes: u64,
     live_record_bytes: u64,
 }
 
 impl Keydir {
     /// Builds a keydir from entries sorted by key with no duplicates.
-    pub fn from_sorted(entries: Vec<(Box<[u8]>, Entry)>) -> Keydir {
+    pub fn from_sorted(entries: Vec<(Key, Entry)>) -> Keydir {
         let mut kd = Keydir::default();
         for (key, e) in &entries {
             kd.add_totals(key, e);
@@ -72,37 +73,38 @@ impl Keydir {
 
     /// The entry of `key`, expired or not.
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
-        self.map.get(key).copied()
+        self.map.get(KeySlice::new(key)).copied()
     }
 
     /// Points `key` at a new record, returning the entry it replaced.
     pub fn insert(&mut self, key: &[u8], e: Entry) -> Option<Entry> {
         self.add_totals(key, &e);
-        let old = match self.map.get_mut(key) {
-            Some(slot) => Some(std::mem::replace(slot, e)),
-            None => {
-                self.map.insert(key.into(), e);
+        // One descent: an inline key costs no allocation to build.
+        let old = match self.map.entry(Key::from_slice(key)) {
+            std::collections::btree_map::Entry::Occupied(mut slot) => Some(slot.insert(e)),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(e);
                 None
             }
         };
         if let Some(old) = &old {
             self.sub_totals(key, old);
             if old.expiry != 0 && old.expiry != e.expiry {
-                self.expiring.remove(&(old.expiry, Box::from(key)));
+                self.expiring.remove(&(old.expiry, Key::from_slice(key)));
             }
         }
         if e.expiry != 0 && old.is_none_or(|o| o.expiry != e.expiry) {
-            self.expiring.insert((e.expiry, key.into()));
+            self.expiring.insert((e.expiry, Key::from_slice(key)));
         }
         old
     }
 
     /// Removes `key`, returning its entry.
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let old = self.map.remove(key)?;
+        let old = self.map.remove(KeySlice::new(key))?;
         self.sub_totals(key, &old);
         if old.expiry != 0 {
-            self.expiring.remove(&(old.expiry, Box::from(key)));
+            self.expiring.remove(&(old.expiry, Key::from_slice(key)));
         }
         Some(old)
     }
@@ -110,7 +112,7 @@ impl Keydir {
     /// Moves `key` to `new` only if it still points at `expected`; compaction
     /// uses this so a write made meanwhile keeps its newer location.
     pub fn relocate(&mut self, key: &[u8], expected: &Entry, new: Entry) -> bool {
-        match self.map.get_mut(key) {
+        match self.map.get_mut(KeySlice::new(key)) {
             Some(slot) if slot == expected => {
                 *slot = new;
                 true
@@ -172,10 +174,10 @@ impl Keydir {
         mut visit: impl FnMut(&[u8], &Entry) -> bool,
     ) {
         let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a),
-            _ => Bound::Included(prefix),
+            Some(a) if a >= prefix => Bound::Excluded(KeySlice::new(a)),
+            _ => Bound::Included(KeySlice::new(prefix)),
         };
-        for (k, e) in self.map.range::<[u8], _>((start, Bound::Unbounded)) {
+        for (k, e) in self.map.range::<KeySlice, _>((start, Bound::Unbounded)) {
             if !k.starts_with(prefix) {
                 break;
             }

@@ -28,6 +28,7 @@ mod dir;
 pub mod error;
 pub mod format;
 pub mod fs;
+mod key;
 pub mod keydir;
 pub mod memtable;
 pub mod migrate;
@@ -281,7 +282,7 @@ impl Engine {
     /// in operation order.
     pub fn apply(&self, batch: Batch) -> Result<Vec<OpResult>> {
         let pending = self.enqueue(batch)?;
-        self.shared.lead();
+        self.shared.lead_or_hand_off();
         pending.wait()
     }
 

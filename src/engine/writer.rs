@@ -53,27 +53,59 @@ pub(crate) struct Writer {
 
 /// A record planned for the group, pointing into the group buffer.
 struct Publication {
-    key: Vec<u8>,
     kind: RecordKind,
     expiry: u64,
     offset_in_buf: usize,
+    /// Where the key lies in the group buffer.
+    key_at: usize,
+    key_len: usize,
     value_len: u32,
+    /// A put's result whose `Prior` is read off the keydir at publish time
+    /// (reply index, op index): one descent of the keydir instead of two.
+    prior_slot: Option<(usize, usize)>,
 }
+
+/// A key's state as written earlier in the same group: `Some(range)` of its
+/// value in the group buffer, or `None` when deleted or already expired.
+type Pending = Option<std::ops::Range<usize>>;
 
 #[derive(Default)]
 struct Group {
     buf: Vec<u8>,
     pubs: Vec<Publication>,
     replies: Vec<(oneshot::Sender<Reply>, Vec<OpResult>)>,
-    // The state of keys written by this group and not yet published:
-    // Some(value) live, None deleted or already expired.
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    // The state of keys written by this group and not yet published.
+    overlay: HashMap<Vec<u8>, Pending>,
 }
 
 impl Shared {
     /// Takes the writer lock and commits everything queued.
     pub(crate) fn lead(&self) {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let requests =
+            std::mem::take(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending);
+        if !requests.is_empty() {
+            self.commit(&mut w, requests);
+        }
+    }
+
+    /// Commits everything queued if no other thread is committing; otherwise
+    /// leaves it to the background thread and returns at once.
+    ///
+    /// A caller whose request is already queued must not wait on the writer
+    /// lock: every waiter would then pass through the lock one after another,
+    /// each committing only what was queued meanwhile — about one fsync per
+    /// write. Woken, the background thread takes the lock once the current
+    /// group is done and commits everything queued by then as one group.
+    pub(crate) fn lead_or_hand_off(&self) {
+        let mut w = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.queue_cv.notify_one();
+                return;
+            }
+        };
         let requests =
             std::mem::take(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending);
         if !requests.is_empty() {
@@ -92,7 +124,8 @@ impl Shared {
         }
         let now = self.opts.clock.now_ms();
         let mut g = Group::default();
-        for req in requests {
+        let last = requests.len().saturating_sub(1);
+        for (i, req) in requests.into_iter().enumerate() {
             let size = planned_size(&req.ops);
             let active_len = w.active.as_ref().map_or(0, ActiveSegment::len);
             if !g.replies.is_empty()
@@ -100,14 +133,15 @@ impl Shared {
             {
                 self.flush(w, &mut g, now);
             }
-            let results = self.plan(&req.ops, &mut g, now);
+            let results = self.plan(&req.ops, &mut g, now, i == last);
             g.replies.push((req.reply, results));
         }
         self.flush(w, &mut g, now);
     }
 
     /// Step 1–2 for one request: results, records, overlay.
-    fn plan(&self, ops: &[Op], g: &mut Group, now: u64) -> Vec<OpResult> {
+    fn plan(&self, ops: &[Op], g: &mut Group, now: u64, last_request: bool) -> Vec<OpResult> {
+        let reply_index = g.replies.len();
         let writes = ops.iter().filter(|op| op.is_write()).count();
         let marker_at = g.buf.len();
         if writes > 1 {
@@ -116,27 +150,38 @@ impl Shared {
         }
         let first_pub = g.pubs.len();
         let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
+        for (op_index, op) in ops.iter().enumerate() {
+            // Nothing after the group's very last operation can consult the overlay.
+            let remember = !(last_request && op_index + 1 == ops.len());
             match op {
                 Op::Put { key, value, expiry } => {
-                    let prior = self.prior(key, g, now);
+                    // Known from the overlay, or read off the keydir when published.
+                    let (prior, slot) = match g.overlay.get(key.as_slice()) {
+                        Some(state) => (live_prior(state.is_some()), None),
+                        None => (Prior::Absent, Some((reply_index, op_index))),
+                    };
                     let raw = expiry.to_raw();
-                    self.push_record(g, key, RecordKind::Put, raw, value);
-                    let live = !matches!(expiry, Expiry::At(t) if *t <= now);
-                    g.overlay.insert(key.clone(), live.then(|| value.clone()));
+                    let value_at = self.push_record(g, key, RecordKind::Put, raw, value, slot);
+                    if remember {
+                        let live = !matches!(expiry, Expiry::At(t) if *t <= now);
+                        g.overlay
+                            .insert(key.clone(), live.then(|| value_at..value_at + value.len()));
+                    }
                     results.push(OpResult::Put(prior));
                 }
                 Op::Delete { key } => {
                     let prior = self.prior(key, g, now);
                     if prior == Prior::Live {
-                        self.push_record(g, key, RecordKind::Tombstone, 0, &[]);
-                        g.overlay.insert(key.clone(), None);
+                        self.push_record(g, key, RecordKind::Tombstone, 0, &[], None);
+                        if remember {
+                            g.overlay.insert(key.clone(), None);
+                        }
                     }
                     results.push(OpResult::Delete(prior));
                 }
                 Op::Get { key } => {
                     let value = match g.overlay.get(key.as_slice()) {
-                        Some(v) => Ok(v.clone()),
+                        Some(v) => Ok(v.clone().map(|r| g.buf[r].to_vec())),
                         None => self.read(key, now),
                     };
                     // A read failure inside a batch reads as absent rather than
@@ -164,6 +209,12 @@ impl Shared {
                 g.buf.drain(marker_at..marker_at + marker_len);
                 for p in &mut g.pubs[first_pub..] {
                     p.offset_in_buf -= marker_len;
+                    p.key_at -= marker_len;
+                }
+                for state in g.overlay.values_mut() {
+                    if let Some(r) = state.as_mut().filter(|r| r.start > marker_at) {
+                        *r = r.start - marker_len..r.end - marker_len;
+                    }
                 }
             }
         }
@@ -172,7 +223,7 @@ impl Shared {
 
     fn prior(&self, key: &[u8], g: &Group, now: u64) -> Prior {
         let live = match g.overlay.get(key) {
-            Some(v) => v.is_some(),
+            Some(state) => state.is_some(),
             None => self
                 .keydir
                 .read()
@@ -180,25 +231,39 @@ impl Shared {
                 .get(key)
                 .is_some_and(|e| !e.is_expired(now)),
         };
-        if live { Prior::Live } else { Prior::Absent }
+        live_prior(live)
     }
 
-    fn push_record(&self, g: &mut Group, key: &[u8], kind: RecordKind, expiry: u64, value: &[u8]) {
+    /// Encodes a record into the group buffer; returns where its value starts.
+    fn push_record(
+        &self,
+        g: &mut Group,
+        key: &[u8],
+        kind: RecordKind,
+        expiry: u64,
+        value: &[u8],
+        prior_slot: Option<(usize, usize)>,
+    ) -> usize {
         let offset_in_buf = g.buf.len();
         record::encode(&mut g.buf, kind, expiry, key, value);
+        let value_at = g.buf.len() - value.len();
         g.pubs.push(Publication {
-            key: key.to_vec(),
             kind,
             expiry,
             offset_in_buf,
+            key_at: value_at - key.len(),
+            key_len: key.len(),
             value_len: u32::try_from(value.len()).unwrap_or(u32::MAX),
+            prior_slot,
         });
+        value_at
     }
 
     /// Steps 3–5 for the group so far.
     fn flush(&self, w: &mut Writer, g: &mut Group, now: u64) {
         let replies = std::mem::take(&mut g.replies);
         let pubs = std::mem::take(&mut g.pubs);
+        let mut replies = replies;
         g.overlay.clear();
         let buf = std::mem::take(&mut g.buf);
         if buf.is_empty() {
@@ -219,7 +284,7 @@ impl Shared {
         };
         let segment = active.id();
         let base = active.len() - buf.len() as u64;
-        self.publish(segment, base, &buf, &pubs, now);
+        self.publish(segment, base, &buf, &pubs, &mut replies, now);
         Counters::add(&self.counters.writes, replies.len() as u64);
         for (tx, results) in replies {
             let _ = tx.send(Ok(results));
@@ -272,7 +337,15 @@ impl Shared {
     }
 
     /// Step 4: memtable first, then the keydir, so a published entry is readable.
-    fn publish(&self, segment: SegmentId, base: u64, buf: &[u8], pubs: &[Publication], now: u64) {
+    fn publish(
+        &self,
+        segment: SegmentId,
+        base: u64,
+        buf: &[u8],
+        pubs: &[Publication],
+        replies: &mut [(oneshot::Sender<Reply>, Vec<OpResult>)],
+        now: u64,
+    ) {
         self.segments
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -280,21 +353,27 @@ impl Shared {
             .append(buf);
         let mut kd = self.keydir.write().unwrap_or_else(|p| p.into_inner());
         for p in pubs {
+            let key = &buf[p.key_at..p.key_at + p.key_len];
             let live = p.kind == RecordKind::Put && !(p.expiry != 0 && p.expiry <= now);
-            if live {
+            let old = if live {
                 // Offsets fit: segments are bounded by 2 × MAX_SEGMENT_BYTES < 4 GiB.
                 let offset = u32::try_from(base + p.offset_in_buf as u64).unwrap_or(u32::MAX);
                 kd.insert(
-                    &p.key,
+                    key,
                     Entry {
                         segment,
                         offset,
                         value_len: p.value_len,
                         expiry: p.expiry,
                     },
-                );
+                )
             } else {
-                kd.remove(&p.key);
+                kd.remove(key)
+            };
+            if let Some((r, o)) = p.prior_slot
+                && let Some(slot) = replies.get_mut(r).and_then(|(_, res)| res.get_mut(o))
+            {
+                *slot = OpResult::Put(live_prior(old.is_some_and(|e| !e.is_expired(now))));
             }
         }
     }
@@ -397,6 +476,10 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+fn live_prior(live: bool) -> Prior {
+    if live { Prior::Live } else { Prior::Absent }
 }
 
 /// Encoded size of a request's records, at most (deletes may write nothing).

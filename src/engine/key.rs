@@ -1,0 +1,128 @@
+//! Keys as the keydir stores and compares them.
+//!
+//! [`Key`] keeps up to 16 bytes inline (no heap allocation, no pointer to chase
+//! in a B-tree node). Comparisons — the bulk of a keydir lookup — first compare
+//! the leading 8 bytes as one big-endian integer and fall back to a full
+//! byte-wise comparison only on a tie, which gives exactly byte-wise
+//! (lexicographic) order: zero padding sorts a shorter key first, as a prefix
+//! does, and padding ties fall through to the full comparison. Lookups borrow a
+//! key as a [`KeySlice`], so they allocate nothing.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::fmt;
+use std::ops::Deref;
+
+use smallvec::SmallVec;
+
+/// An owned key.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Key(SmallVec<[u8; 16]>);
+
+/// A borrowed key with the keydir's ordering; the same bytes as a `[u8]`.
+#[derive(PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub struct KeySlice([u8]);
+
+impl Key {
+    /// Copies `bytes` into a key.
+    pub fn from_slice(bytes: &[u8]) -> Key {
+        Key(SmallVec::from_slice(bytes))
+    }
+}
+
+impl KeySlice {
+    /// Views `bytes` as a key.
+    pub fn new(bytes: &[u8]) -> &KeySlice {
+        // SAFETY: KeySlice is repr(transparent) over [u8], so the two references
+        // have the same layout and metadata (length); lifetimes are carried over.
+        unsafe { &*(std::ptr::from_ref::<[u8]>(bytes) as *const KeySlice) }
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The first 8 bytes as a big-endian integer, zero-padded.
+pub(crate) fn leading_word(b: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    let n = b.len().min(8);
+    word[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(word)
+}
+
+impl Ord for KeySlice {
+    fn cmp(&self, other: &KeySlice) -> Ordering {
+        match leading_word(&self.0).cmp(&leading_word(&other.0)) {
+            Ordering::Equal => self.0.cmp(&other.0),
+            unequal => unequal,
+        }
+    }
+}
+
+impl PartialOrd for KeySlice {
+    fn partial_cmp(&self, other: &KeySlice) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> Ordering {
+        KeySlice::new(&self.0).cmp(KeySlice::new(&other.0))
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Borrow<KeySlice> for Key {
+    fn borrow(&self) -> &KeySlice {
+        KeySlice::new(&self.0)
+    }
+}
+
+impl Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn prefixes_sort_first_and_zero_bytes_are_not_padding() {
+        let mut keys: Vec<Key> = [&b"ab"[..], b"ab\0", b"a", b"ab\0\0\0\0\0\0\x01", b"b", b""]
+            .iter()
+            .map(|k| Key::from_slice(k))
+            .collect();
+        keys.sort();
+        let got: Vec<&[u8]> = keys.iter().map(|k| &**k).collect();
+        assert_eq!(
+            got,
+            vec![&b""[..], b"a", b"ab", b"ab\0", b"ab\0\0\0\0\0\0\x01", b"b"]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn order_is_exactly_byte_order(a in proptest::collection::vec(any::<u8>(), 0..24),
+                                       b in proptest::collection::vec(any::<u8>(), 0..24)) {
+            prop_assert_eq!(Key::from_slice(&a).cmp(&Key::from_slice(&b)), a.cmp(&b));
+        }
+    }
+}
