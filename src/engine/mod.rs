@@ -187,11 +187,11 @@ impl Future for Pending {
                     return Poll::Ready(r.take().unwrap_or(Err(Error::Closed)));
                 }
                 PendingState::Waiting(_) => {
-                    let PendingState::Waiting(rx) = std::mem::replace(state, PendingState::Done)
-                    else {
-                        unreachable!("matched above")
-                    };
-                    *state = PendingState::Polling(std::future::IntoFuture::into_future(rx));
+                    // Polled for the first time: turn the receiver into its future.
+                    if let PendingState::Waiting(rx) = std::mem::replace(state, PendingState::Done)
+                    {
+                        *state = PendingState::Polling(std::future::IntoFuture::into_future(rx));
+                    }
                 }
                 PendingState::Polling(rx) => {
                     return Pin::new(rx)
