@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::error::ApiError;
+use super::error::{ApiError, BodyProblem};
 use super::state::AppState;
 
 /// A request body that is allowed to be parsed as JSON: within the size limit,
@@ -87,6 +87,21 @@ fn check_headers(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
         return Err(ApiError::BodyTooLarge { limit });
     }
     Ok(())
+}
+
+/// Parses `text` as a JSON object into `T`: invalid JSON → `InvalidJson`,
+/// valid JSON that is not an object (serde would read an array as a struct)
+/// or an object of the wrong shape → `not_object` / `InvalidJson`.
+pub fn parse_object<'a, T: Deserialize<'a>>(
+    text: &'a str,
+    not_object: BodyProblem,
+) -> Result<T, ApiError> {
+    let raw: &RawValue =
+        serde_json::from_str(text).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    if !raw.get().starts_with('{') {
+        return Err(ApiError::InvalidBody(not_object));
+    }
+    serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
 /// Deserializes a field that may be present as `null` as `Some("null")`, so

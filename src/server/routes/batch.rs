@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::engine::{Batch, Expiry, OpResult, Prior};
 use crate::json::minify;
-use crate::server::body::{JsonBody, Out, present, ttl_seconds};
+use crate::server::body::{JsonBody, Out, parse_object, present, ttl_seconds};
 use crate::server::error::{ApiError, BodyProblem, KeyProblem, OpProblem};
 use crate::server::key;
 use crate::server::state::AppState;
@@ -37,13 +37,7 @@ struct OpBody<'a> {
 /// `POST /kv/batch` → `{"success": true, "results": [...]}`.
 pub async fn apply(state: Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let text = body.text()?;
-    let parsed: BatchBody<'_> = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            ApiError::InvalidBody(BodyProblem::BatchNotObject)
-        } else {
-            ApiError::InvalidJson(e.to_string())
-        }
-    })?;
+    let parsed: BatchBody<'_> = parse_object(text, BodyProblem::BatchNotObject)?;
     let ops: Vec<&RawValue> = parsed
         .operations
         .and_then(|raw| serde_json::from_str(raw.get()).ok())

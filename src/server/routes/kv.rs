@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 use crate::engine::{Batch, OpResult, Prior};
 use crate::json::minify;
-use crate::server::body::{JsonBody, Out, present, ttl_seconds};
+use crate::server::body::{JsonBody, Out, parse_object, present, ttl_seconds};
 use crate::server::error::{ApiError, BodyProblem};
 use crate::server::key;
 use crate::server::state::AppState;
@@ -41,18 +41,7 @@ pub async fn put(
 ) -> Result<HttpResponse, ApiError> {
     let key = key::from_path(&req, state.limits.max_key_bytes)?;
     let text = body.text()?;
-    let parsed: PutBody<'_> = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            match serde_json::from_str::<&RawValue>(text) {
-                Ok(raw) if !raw.get().starts_with('{') => {
-                    ApiError::InvalidBody(BodyProblem::PutNotObject)
-                }
-                _ => ApiError::InvalidJson(e.to_string()),
-            }
-        } else {
-            ApiError::InvalidJson(e.to_string())
-        }
-    })?;
+    let parsed: PutBody<'_> = parse_object(text, BodyProblem::PutNotObject)?;
     let value = minify(
         parsed
             .value
