@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use kvstore::engine::{Batch, Engine, Options, SyncMode};
 
-use super::support::{random_u64, rerun_self, sealed_segments};
+use super::support::{random_u64, rerun_self, sealed_segments, spawn};
 
 /// Set in the child: the data directory to write to.
 const DIR_ENV: &str = "KVSTORE_TEST_CRASH_DIR";
@@ -109,13 +109,13 @@ fn sync_name(sync: SyncMode) -> &'static str {
 
 /// Runs one writer child (the test `test_name`) and kills it after `target` acks.
 fn run_and_kill(test_name: &str, dir: &Path, round: u32, target: usize, acked: &mut Acked) {
-    let mut child = rerun_self(test_name)
-        .env(DIR_ENV, dir)
-        .env(ROUND_ENV, round.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        rerun_self(test_name)
+            .env(DIR_ENV, dir)
+            .env(ROUND_ENV, round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut seen = 0usize;
     let mut killed = false;

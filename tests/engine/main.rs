@@ -8,3 +8,5 @@ mod crash;
 mod support;
 mod recovery;
 mod faults;
+mod ttl;
+mod concurrency;

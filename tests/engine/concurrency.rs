@@ -1,0 +1,223 @@
+//! Many writers and readers at once: group commit shares fsyncs, async
+//! `submit`s complete and are durable, batches become visible all at once to
+//! scans, and a directory is open in one engine only — in this process or
+//! another.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::executor::block_on;
+use futures::future::join_all;
+use kvstore::engine::{Batch, Engine, Error, OpResult, Options, Prior, SyncMode};
+
+use std::process::Stdio;
+
+use super::support::{no_spawn_meanwhile, rerun_self, spawn};
+
+/// Also the regression test of a convoy: callers of `apply` used to queue on
+/// the writer lock after queueing their request, so each passed through it in
+/// turn and committed only what arrived meanwhile (1600 writes took ~1270
+/// fsyncs here; now ~40).
+#[test]
+fn sixty_four_threads_with_sync_always_share_fsyncs_instead_of_convoying_on_the_writer_lock() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
+    assert_eq!(db.options().sync, SyncMode::Always);
+    let per_thread = 25;
+    std::thread::scope(|s| {
+        for t in 0..64 {
+            let db = &db;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let k = format!("t{t:02}/{i:03}");
+                    assert_eq!(db.put(k.as_bytes(), b"v").unwrap(), Prior::Absent);
+                }
+            });
+        }
+    });
+    let stats = db.stats();
+    assert_eq!(stats.writes, 64 * per_thread);
+    assert!(
+        stats.writes >= 2 * stats.fsyncs,
+        "group commit should share fsyncs: {} writes, {} fsyncs",
+        stats.writes,
+        stats.fsyncs
+    );
+    assert_eq!(stats.live_keys, 64 * per_thread);
+}
+
+#[test]
+fn many_submits_awaited_at_once_complete_and_are_durable() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
+    let pending: Vec<_> = (0..500u32)
+        .map(|i| {
+            let mut b = Batch::new();
+            b.put(format!("k{i:04}").as_bytes(), &i.to_le_bytes());
+            if i % 5 == 0 {
+                b.put(format!("pair{i:04}").as_bytes(), b"x")
+                    .get(format!("k{i:04}").as_bytes());
+            }
+            db.submit(b)
+        })
+        .collect();
+    let results = block_on(join_all(pending));
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r.unwrap();
+        assert_eq!(r[0], OpResult::Put(Prior::Absent), "submit {i}");
+        if i % 5 == 0 {
+            let own = u32::try_from(i).unwrap().to_le_bytes().to_vec();
+            assert_eq!(r[2], OpResult::Get(Some(own)), "in-batch get of {i}");
+        }
+    }
+    // A submit is acknowledged only once durable (sync always): it survives close.
+    db.close().unwrap();
+    let (db, report) = Engine::open(d.path(), Options::default()).unwrap();
+    assert_eq!(report.live_keys, 600);
+    for i in 0..500u32 {
+        assert_eq!(
+            db.get(format!("k{i:04}").as_bytes()).unwrap().unwrap(),
+            i.to_le_bytes()
+        );
+    }
+}
+
+#[test]
+fn an_invalid_submit_fails_when_awaited_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
+    let mut b = Batch::new();
+    b.put(b"fine", b"v").put(b"", b"empty key");
+    assert!(matches!(block_on(db.submit(b)), Err(Error::EmptyKey)));
+    assert_eq!(db.get(b"fine").unwrap(), None);
+}
+
+fn gen_keys(side: char) -> BTreeSet<Vec<u8>> {
+    (1..=10)
+        .map(|i| format!("{side}{i:02}").into_bytes())
+        .collect()
+}
+
+/// Even generations put A01..A10 and delete B01..B10; odd ones the reverse.
+fn generation(n: u32) -> Batch {
+    let (put, del) = if n % 2 == 0 { ('A', 'B') } else { ('B', 'A') };
+    let mut b = Batch::new();
+    for k in gen_keys(put) {
+        b.put(&k, format!("gen {n}").as_bytes());
+    }
+    for k in gen_keys(del) {
+        b.delete(&k);
+    }
+    b
+}
+
+#[test]
+fn scans_see_a_batch_all_at_once_never_half_of_it() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_bytes: 4096,
+        sync: SyncMode::Never,
+        ..Options::default()
+    };
+    let (db, _) = Engine::open(d.path(), opts).unwrap();
+    db.apply(generation(0)).unwrap();
+    let (a, b) = (gen_keys('A'), gen_keys('B'));
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut scans = 0u64;
+                    loop {
+                        // Checked before the scan, so a last scan follows the last batch.
+                        let finished = done.load(Ordering::SeqCst);
+                        let seen: BTreeSet<Vec<u8>> =
+                            db.scan_prefix(b"", None, 100).into_iter().collect();
+                        assert!(
+                            seen == a || seen == b,
+                            "scan saw a mix of two batches: {:?}",
+                            seen.iter()
+                                .map(|k| String::from_utf8_lossy(k).into_owned())
+                                .collect::<Vec<_>>()
+                        );
+                        scans += 1;
+                        if finished {
+                            return scans;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for n in 1..=400 {
+            db.apply(generation(n)).unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    assert!(db.stats().segments > 3, "batches should span rotations");
+    let last: BTreeSet<Vec<u8>> = db.scan_prefix(b"", None, 100).into_iter().collect();
+    assert_eq!(last, a, "generation 400 put the A keys");
+}
+
+#[test]
+fn a_second_open_in_this_process_fails_with_locked_until_the_first_closes() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
+    let clone = db.clone();
+    let err = Engine::open(d.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    drop(db);
+    // A clone keeps the directory open.
+    assert!(matches!(
+        Engine::open(d.path(), Options::default()),
+        Err(Error::Locked { .. })
+    ));
+    let _no_spawn = no_spawn_meanwhile();
+    drop(clone);
+    if let Err(e) = Engine::open(d.path(), Options::default()) {
+        panic!("open after the last handle closed failed: {e:?}");
+    }
+}
+
+/// Set in the child: the directory to try to open.
+const LOCK_DIR_ENV: &str = "KVSTORE_TEST_LOCK_DIR";
+const THIS_TEST: &str = "concurrency::a_second_open_from_another_process_fails_with_locked";
+
+/// Runs this test as a child that opens `dir` and prints what happened.
+fn open_in_child(dir: &Path) -> String {
+    let child = spawn(
+        rerun_self(THIS_TEST)
+            .env(LOCK_DIR_ENV, dir)
+            .stdout(Stdio::piped()),
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "child failed: {out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("OPEN RESULT ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("child printed no result: {stdout}"))
+        .to_string()
+}
+
+#[test]
+fn a_second_open_from_another_process_fails_with_locked() {
+    if let Ok(dir) = std::env::var(LOCK_DIR_ENV) {
+        let result = match Engine::open(&dir, Options::default()) {
+            Ok(_) => "opened".to_string(),
+            Err(Error::Locked { .. }) => "locked".to_string(),
+            Err(e) => format!("error {e}"),
+        };
+        println!("OPEN RESULT {result}");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
+    db.put(b"k", b"v").unwrap();
+    assert_eq!(open_in_child(d.path()), "locked");
+    db.close().unwrap();
+    assert_eq!(open_in_child(d.path()), "opened");
+}
