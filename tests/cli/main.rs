@@ -1,0 +1,12 @@
+//! The real `kvstore` binary: started on 127.0.0.1 with a free port, driven
+//! over HTTP, signalled and killed by PID, restarted on the same data dir.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod api_errors;
+mod auth;
+mod crash;
+mod legacy;
+mod lifecycle;
+mod offline;
+mod startup;
+mod support;
