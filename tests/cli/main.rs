@@ -5,6 +5,7 @@
 mod api_errors;
 mod auth;
 mod crash;
+mod group_commit;
 mod legacy;
 mod lifecycle;
 mod offline;

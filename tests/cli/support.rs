@@ -57,10 +57,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("server exited early ({status}): {}", self.log_text());
             }
-            if let Ok(r) = try_request(self.port, "GET", "/health", None, &[]) {
-                if r.status == 200 {
-                    return;
-                }
+            if let Ok(r) = try_request(self.port, "GET", "/health", None, &[])
+                && r.status == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

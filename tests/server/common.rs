@@ -64,12 +64,27 @@ pub async fn start()
 pub async fn start_with(
     config: ServerConfig,
 ) -> Server<impl Service<Request, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>> {
+    start_on(
+        config,
+        Options {
+            sync: SyncMode::Never,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// A server with `config` over an engine opened with `opts` (its clock
+/// replaced by a manual one).
+pub async fn start_on(
+    config: ServerConfig,
+    opts: Options,
+) -> Server<impl Service<Request, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>> {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
     let opts = Options {
-        sync: SyncMode::Never,
         clock: std::sync::Arc::new(clock.clone()),
-        ..Options::default()
+        ..opts
     };
     let (engine, _) = Engine::open(dir.path(), opts).unwrap();
     let state = Data::new(AppState::new(engine, &config));

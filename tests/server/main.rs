@@ -12,3 +12,4 @@ mod keys;
 mod list;
 mod put;
 mod stats;
+mod writes;
