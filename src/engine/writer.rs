@@ -272,6 +272,16 @@ impl Shared {
             }
             return;
         }
+        // An earlier flush of this group may have failed after part of its bytes
+        // reached wal.log: nothing may be appended (and acknowledged) after them.
+        if let Some(cause) = self.failure() {
+            for (tx, _) in replies {
+                let _ = tx.send(Err(Error::ReadOnly {
+                    cause: cause.clone(),
+                }));
+            }
+            return;
+        }
         if let Err(e) = self.append_and_sync(w, &buf, replies.len()) {
             self.latch(&e);
             for (tx, _) in replies {
