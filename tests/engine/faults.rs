@@ -4,12 +4,12 @@
 //! everything acknowledged before is there after a reopen on a healthy disk.
 //! Concurrent writers caught by a fault all get an error; none hangs.
 
+use std::io::{self, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use kvstore::engine::fs::{FaultyFs, FsOp};
+use kvstore::engine::fs::{AppendFile, FaultyFs, Fs, FsOp};
 use kvstore::engine::{Batch, Engine, Error, Options, SyncMode};
 
 fn key(i: usize) -> Vec<u8> {
@@ -253,4 +253,149 @@ fn concurrent_writers_caught_by_a_fault_all_get_an_error_and_none_hangs() {
         drop(db);
         assert_acked_survive(d.path(), &acked);
     }
+}
+
+/// A file system whose next fsync can be held until released, and whose N-th
+/// write can be torn: half of it reaches the file, then it fails.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    hold_next_sync: bool,
+    holding: bool,
+    writes: u64,
+    tear_write: u64,
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap()
+    }
+
+    /// Waits until a sync is being held.
+    fn wait_holding(&self) {
+        let mut s = self.lock();
+        while !s.holding {
+            s = self.cv.wait(s).unwrap();
+        }
+    }
+
+    fn release(&self) {
+        self.lock().holding = false;
+        self.cv.notify_all();
+    }
+}
+
+#[derive(Debug)]
+struct GateFs(Arc<Gate>);
+
+#[derive(Debug)]
+struct GateFile(std::fs::File, Arc<Gate>);
+
+impl AppendFile for GateFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let tear = {
+            let mut s = self.1.lock();
+            s.writes += 1;
+            s.writes == s.tear_write
+        };
+        if tear {
+            self.0.write_all(&buf[..buf.len() / 2])?;
+            return Err(io::Error::other("injected torn write"));
+        }
+        self.0.write_all(buf)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        let mut s = self.1.lock();
+        if s.hold_next_sync {
+            s.hold_next_sync = false;
+            s.holding = true;
+            self.1.cv.notify_all();
+            while s.holding {
+                s = self.1.cv.wait(s).unwrap();
+            }
+        }
+        drop(s);
+        self.0.sync_data()
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Fs for GateFs {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Box::new(GateFile(f, Arc::clone(&self.0))))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+#[test]
+fn writes_grouped_behind_a_torn_write_are_refused_not_written_after_it() {
+    let d = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let opts = Options {
+        fs: Arc::new(GateFs(Arc::clone(&gate))),
+        sync: SyncMode::Always,
+        segment_bytes: 4096,
+        background_compaction: false,
+        ..Options::default()
+    };
+    let (db, _) = Engine::open(d.path(), opts).unwrap();
+    db.put(&key(0), &value_of(0)).unwrap();
+    // A put whose fsync is held keeps the writer busy while a group queues.
+    gate.lock().hold_next_sync = true;
+    let first = {
+        let db = db.clone();
+        std::thread::spawn(move || db.put(&key(1), &value_of(1)).map(|_| ()))
+    };
+    gate.wait_holding();
+    {
+        let mut s = gate.lock();
+        s.tear_write = s.writes + 1;
+    }
+    // ~100 bytes each: the queued group spans several flushes of 4 KiB.
+    let queued: Vec<_> = (2..120)
+        .map(|i| {
+            let mut b = Batch::new();
+            b.put(&key(i), &value_of(i));
+            (i, db.submit(b))
+        })
+        .collect();
+    gate.release();
+    first.join().unwrap().unwrap();
+    let mut acked = vec![0, 1];
+    let mut failed = false;
+    for (i, p) in queued {
+        match p.wait() {
+            Ok(_) => {
+                assert!(!failed, "key {i} was acknowledged after a failed write");
+                acked.push(i);
+            }
+            Err(_) => failed = true,
+        }
+    }
+    assert!(failed, "the torn write failed no request");
+    assert!(db.stats().read_only);
+    for &i in &acked {
+        assert_eq!(db.get(&key(i)).unwrap(), Some(value_of(i)), "read of {i}");
+    }
+    drop(db);
+    assert_acked_survive(d.path(), &acked);
 }

@@ -341,7 +341,7 @@ impl Harness<'_> {
 #[test]
 fn random_operations_with_reopens_match_a_btreemap_model() {
     let config = Config {
-        cases: 128,
+        cases: super::support::cases(128),
         failure_persistence: None,
         max_shrink_iters: 2000,
         ..Config::default()

@@ -521,7 +521,7 @@ fn random_damage_to_any_file_never_panics_or_returns_wrong_data() {
         .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
         .collect();
     let config = Config {
-        cases: 96,
+        cases: super::support::cases(96),
         failure_persistence: None,
         ..Config::default()
     };

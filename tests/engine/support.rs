@@ -125,3 +125,11 @@ pub fn spawn(cmd: &mut Command) -> Child {
     let _guard = no_spawn_meanwhile();
     cmd.spawn().unwrap()
 }
+
+/// Proptest cases: `default`, or `PROPTEST_CASES` when set (for long hunts).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
