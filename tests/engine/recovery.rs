@@ -338,6 +338,28 @@ fn a_migration_interrupted_after_the_backup_is_finished() {
 }
 
 #[test]
+fn a_legacy_wal_whose_last_line_is_torn_migrates_the_lines_before_it() {
+    let d = tempfile::tempdir().unwrap();
+    let text = concat!(
+        "{\"op\":\"set\",\"key\":\"kept\",\"value\":[1],\"timestamp\":1700000000}\n",
+        "{\"op\":\"set\",\"key\":\"zero ttl\",\"value\":1,\"ttl\":0,\"timestamp\":1700000099}\n",
+        "{\"op\":\"set\",\"key\":\"torn\",\"val"
+    );
+    std::fs::write(wal(d.path()), text).unwrap();
+    let clock = ManualClock::new(NOW);
+    let (db, report) = Engine::open(d.path(), legacy_options(&clock)).unwrap();
+    assert_eq!(report.legacy_operations, 2, "{report:?}");
+    assert_eq!(get_str(&db, "kept").as_deref(), Some("[1]"));
+    assert_eq!(get_str(&db, "zero ttl"), None, "a ttl of 0 has expired");
+    assert_eq!(get_str(&db, "torn"), None);
+    assert_eq!(
+        std::fs::read(d.path().join("wal.log.legacy.bak")).unwrap(),
+        text.as_bytes(),
+        "the torn line is kept in the backup"
+    );
+}
+
+#[test]
 fn a_legacy_wal_with_a_bad_middle_line_is_refused_and_left_untouched() {
     let d = tempfile::tempdir().unwrap();
     let text =
@@ -463,6 +485,50 @@ fn a_wal_whose_header_names_a_sealed_segment_does_not_shadow_it() {
     db.close().unwrap();
     let (db, _) = Engine::open(d.path(), tiny()).unwrap();
     assert_keys_intact(&db, 0..400);
+}
+
+#[test]
+fn a_crash_between_sealing_and_the_next_wal_loses_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    sealed_fixture(d.path(), 250);
+    // As if killed right after renaming wal.log to its segment name: no hint,
+    // no wal.log.
+    let last = sealed_segments(d.path()).last().unwrap().clone();
+    let last_id = u64::from_str_radix(last.file_stem().unwrap().to_str().unwrap(), 16).unwrap();
+    let next = SegmentId(last_id).next_generation();
+    let sealed = d.path().join(format!("{:016x}.seg", next.0));
+    std::fs::rename(wal(d.path()), &sealed).unwrap();
+
+    let (db, report) = Engine::open(d.path(), tiny()).unwrap();
+    assert_eq!(report.hints_used, report.segments - 1, "{report:?}");
+    assert!(wal(d.path()).exists());
+    assert_keys_intact(&db, 0..250);
+    for i in 250..400 {
+        db.put(&key(i), &value_of(&key(i))).unwrap();
+    }
+    db.close().unwrap();
+    let (db, _) = Engine::open(d.path(), tiny()).unwrap();
+    assert_keys_intact(&db, 0..400);
+}
+
+#[test]
+fn a_value_larger_than_a_segment_is_written_whole_and_survives_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..20_000u32).map(|i| i.to_le_bytes()[0]).collect();
+    let (db, _) = Engine::open(d.path(), tiny()).unwrap();
+    db.put(b"before", b"1").unwrap();
+    db.put(b"big", &big).unwrap();
+    let mut b = Batch::new();
+    b.put(b"big 2", &big).put(b"after", b"2");
+    db.apply(b).unwrap();
+    assert_eq!(db.get(b"big").unwrap().unwrap(), big);
+    db.close().unwrap();
+    let (db, report) = Engine::open(d.path(), tiny()).unwrap();
+    assert_eq!(report.live_keys, 4, "{report:?}");
+    assert_eq!(db.get(b"big").unwrap().unwrap(), big);
+    assert_eq!(db.get(b"big 2").unwrap().unwrap(), big);
+    assert_eq!(db.get(b"before").unwrap().unwrap(), b"1");
+    assert_eq!(db.get(b"after").unwrap().unwrap(), b"2");
 }
 
 /// One change to one file of a closed directory.
