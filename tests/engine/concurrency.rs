@@ -101,7 +101,7 @@ fn gen_keys(side: char) -> BTreeSet<Vec<u8>> {
 
 /// Even generations put A01..A10 and delete B01..B10; odd ones the reverse.
 fn generation(n: u32) -> Batch {
-    let (put, del) = if n % 2 == 0 { ('A', 'B') } else { ('B', 'A') };
+    let (put, del) = if n.is_multiple_of(2) { ('A', 'B') } else { ('B', 'A') };
     let mut b = Batch::new();
     for k in gen_keys(put) {
         b.put(&k, format!("gen {n}").as_bytes());
