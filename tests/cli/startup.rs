@@ -54,6 +54,47 @@ fn the_port_flag_overrides_the_environment() {
 }
 
 #[test]
+fn the_data_dir_flag_overrides_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let from_env = tmp.path().join("env-dir");
+    let from_flag = tmp.path().join("flag-dir");
+    let s = start(&from_env, &["--data-dir", from_flag.to_str().unwrap()], &[]);
+    assert_eq!(s.req("PUT", "/kv/a", Some(r#"{"value": 1}"#)).status, 200);
+    s.stop();
+    assert!(from_flag.join("wal.log").exists());
+    assert!(!from_env.exists());
+}
+
+#[test]
+fn serve_is_also_an_explicit_subcommand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let port = free_port();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    for _ in 0..200 {
+        if let Ok(r) = crate::support::try_request(port, "GET", "/health", None, &[]) {
+            status = r.status;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status, 200);
+}
+
+#[test]
 fn a_bad_flag_exits_2_with_one_line() {
     for args in [
         &["--bogus"][..],

@@ -31,7 +31,7 @@ struct ListQuery {
 pub async fn list(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
     let q = Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::InvalidQuery {
-            name: "string",
+            name: "query",
             reason: e.to_string(),
         })?
         .into_inner();
