@@ -6,6 +6,7 @@
 //! every acknowledged write is there with its value and that no batch is
 //! partially there. Two kills per directory, in every sync mode: an
 //! acknowledged write has reached the OS, so a process kill never loses it.
+//! Also: when each sync mode fsyncs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -242,4 +243,45 @@ fn acknowledged_writes_survive_sigkill_with_sync_never() {
         "crash::acknowledged_writes_survive_sigkill_with_sync_never",
         SyncMode::Never,
     );
+}
+
+#[test]
+fn periodic_sync_fsyncs_a_lone_write_soon_after_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = Engine::open(
+        d.path(),
+        options(SyncMode::Periodic(Duration::from_millis(20))),
+    )
+    .unwrap();
+    db.put(b"k", b"v").unwrap();
+    // Nothing else is written: the background thread must sync on its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while db.stats().fsyncs == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fsync within 10 s of a write with a 20 ms interval"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sync_never_fsyncs_only_when_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = Engine::open(
+        d.path(),
+        Options {
+            segment_bytes: 64 << 20,
+            ..options(SyncMode::Never)
+        },
+    )
+    .unwrap();
+    for i in 0..50u32 {
+        db.put(&i.to_le_bytes(), b"v").unwrap();
+    }
+    assert_eq!(db.stats().fsyncs, 0);
+    db.sync().unwrap();
+    assert_eq!(db.stats().fsyncs, 1);
+    db.sync().unwrap();
+    assert_eq!(db.stats().fsyncs, 1, "nothing new to sync");
 }
