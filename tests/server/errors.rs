@@ -135,3 +135,66 @@ async fn every_json_response_says_application_json() {
         assert_eq!(s.get(path).await.content_type, "application/json", "{path}");
     }
 }
+
+/// Bodies made of JSON-ish fragments, from a fixed seed.
+fn garbage(seed: &mut u64) -> String {
+    const PARTS: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "\"value\"",
+        "\"ttl\"",
+        "\"operations\"",
+        "\"op\"",
+        "\"key\"",
+        "\"set\"",
+        "\"get\"",
+        "\"delete\"",
+        "\"k\"",
+        "1",
+        "-1e400",
+        "0.5",
+        "null",
+        "true",
+        "\"\\u0000\"",
+        "\"\\ud800\"",
+        " ",
+        "\"",
+        "\\",
+        "1e99999",
+        "\u{1F600}",
+    ];
+    let mut out = String::new();
+    let n = usize::try_from(*seed % 24).unwrap();
+    for _ in 0..n {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        out.push_str(PARTS[usize::try_from(*seed % PARTS.len() as u64).unwrap()]);
+    }
+    out
+}
+
+#[actix_web::test]
+async fn random_bodies_never_crash_and_answer_json_with_a_client_status() {
+    let s = start().await;
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..1500 {
+        let body = garbage(&mut seed);
+        for (method, path) in [(Method::PUT, "/kv/a"), (Method::POST, "/kv/batch")] {
+            let r = s.call(method, path, &body).await;
+            assert!(
+                r.status == 200 || r.status == 400,
+                "{path} {body:?} → {} {}",
+                r.status,
+                r.body
+            );
+            assert_eq!(r.content_type, "application/json");
+            let _ = r.json();
+        }
+    }
+    assert_eq!(s.get("/health").await.status, 200);
+}
