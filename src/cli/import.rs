@@ -14,7 +14,7 @@ use super::{CliError, DirArgs};
 use crate::engine::{Batch, Engine, Options};
 use crate::json::minify;
 use crate::server::body::{present, ttl_seconds};
-use crate::server::{AppState, ServerConfig};
+use crate::server::state::expiry_after;
 
 const BATCH: usize = 1000;
 
@@ -62,8 +62,6 @@ pub fn run(args: &ImportArgs) -> Result<ExitCode, CliError> {
         ..Options::default()
     };
     let (engine, _report) = Engine::open(dir, opts).map_err(super::engine_err(dir))?;
-    // Expiry arithmetic is the server's, so a ttl means the same in both.
-    let clock = AppState::new(engine.clone(), &ServerConfig::default());
     let mut batches = vec![Batch::new()];
     let mut count = 0u64;
     for (i, line) in text.lines().enumerate() {
@@ -91,11 +89,10 @@ pub fn run(args: &ImportArgs) -> Result<ExitCode, CliError> {
         batch.put_with_expiry(
             parsed.key.as_bytes(),
             &minify(value.get()),
-            clock.expiry(ttl),
+            expiry_after(engine.now_ms(), ttl),
         );
         count += 1;
     }
-    drop(clock);
     for batch in batches.into_iter().filter(|b| !b.is_empty()) {
         engine.apply(batch).map_err(super::engine_err(dir))?;
     }

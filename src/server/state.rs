@@ -69,27 +69,58 @@ impl AppState {
     }
 
     /// The expiry of a write with `ttl` seconds (`None`: never), from now.
-    /// `ttl <= 0` is already expired; fractions count to the millisecond.
     pub fn expiry(&self, ttl: Option<f64>) -> Expiry {
-        let now = self.engine.now_ms().max(1);
-        match ttl {
-            None => Expiry::Never,
-            Some(s) if s.is_nan() || s <= 0.0 => Expiry::At(now),
-            Some(s) => {
-                let ms = (s * 1000.0).round().max(1.0);
-                // An f64 at or past 2^64 saturates; the cast is then exact.
-                #[allow(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss,
-                    reason = "ms is positive and saturates at u64::MAX"
-                )]
-                let ms = if ms >= 18_446_744_073_709_551_615.0 {
-                    u64::MAX
-                } else {
-                    ms as u64
-                };
-                Expiry::At(now.saturating_add(ms))
-            }
+        expiry_after(self.engine.now_ms(), ttl)
+    }
+}
+
+/// The expiry of a write made at `now_ms` with `ttl` seconds (`None`: never).
+/// `ttl <= 0` is already expired; fractions count to the millisecond.
+pub fn expiry_after(now_ms: u64, ttl: Option<f64>) -> Expiry {
+    let now = now_ms.max(1);
+    match ttl {
+        None => Expiry::Never,
+        Some(s) if s.is_nan() || s <= 0.0 => Expiry::At(now),
+        Some(s) => {
+            let ms = (s * 1000.0).round().max(1.0);
+            // An f64 at or past 2^64 saturates; below it the cast is exact
+            // to the millisecond for any TTL a client can mean.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "ms is positive and saturates at u64::MAX"
+            )]
+            let ms = if ms >= 18_446_744_073_709_551_615.0 {
+                u64::MAX
+            } else {
+                ms as u64
+            };
+            Expiry::At(now.saturating_add(ms))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expiry_after;
+    use crate::engine::Expiry;
+
+    #[test]
+    fn fractions_round_to_the_millisecond() {
+        assert_eq!(expiry_after(1000, Some(1.1)), Expiry::At(2100));
+        assert_eq!(expiry_after(1000, Some(1.5)), Expiry::At(2500));
+    }
+
+    #[test]
+    fn a_tiny_positive_ttl_is_still_in_the_future() {
+        assert_eq!(expiry_after(1000, Some(0.0001)), Expiry::At(1001));
+    }
+
+    #[test]
+    fn zero_or_negative_is_now_and_huge_saturates() {
+        assert_eq!(expiry_after(1000, Some(0.0)), Expiry::At(1000));
+        assert_eq!(expiry_after(1000, Some(-3.0)), Expiry::At(1000));
+        assert_eq!(expiry_after(1000, Some(1e300)), Expiry::At(u64::MAX));
+        assert_eq!(expiry_after(1000, None), Expiry::Never);
     }
 }
