@@ -38,5 +38,13 @@ fn sixty_four_concurrent_put_connections_share_fsyncs() {
         fsyncs * 2 < writes,
         "{writes} writes took {fsyncs} fsyncs: at most 2 writes per fsync, what 2 blocked workers would give"
     );
+    // The engine's fsync timings reach /metrics.
+    let metrics = s.req("GET", "/metrics", None).body;
+    let observed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kvstore_fsync_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no fsync histogram in\n{metrics}"));
+    assert!(observed > 0, "no fsync observed ({fsyncs} counted)");
     s.stop();
 }
