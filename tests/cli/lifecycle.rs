@@ -35,10 +35,10 @@ fn acknowledged_writes_survive_a_restart() {
         s.req("GET", "/kv/b%2Fc", None).body,
         r#"{"key":"b/c","value":[true]}"#
     );
-    assert_eq!(
-        s.req("GET", "/kv", None).body,
-        r#"{"keys":["a","b/c","c"]}"#
-    );
+    let listing = s.req("GET", "/kv", None);
+    assert_eq!(listing.body, r#"{"keys":["a","b/c","c"]}"#);
+    // Streamed, not built whole first.
+    assert_eq!(listing.header("transfer-encoding"), Some("chunked"));
     assert_eq!(s.req("GET", "/kv/gone", None).status, 404);
     s.stop();
 }
