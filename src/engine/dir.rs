@@ -106,8 +106,23 @@ pub fn list(dir: &Path) -> Result<Listing> {
     Ok(l)
 }
 
+/// The held directory lock; dropping it unlocks the directory.
+///
+/// It unlocks explicitly before the file is closed: a child process forked
+/// meanwhile shares the lock through its copy of the descriptor until it
+/// execs, so closing alone would leave the directory looking locked to an
+/// immediate reopen.
+#[derive(Debug)]
+pub struct DirLock(File);
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 /// Takes the directory lock, creating the directory when missing.
-pub fn lock(dir: &Path) -> Result<File> {
+pub fn lock(dir: &Path) -> Result<DirLock> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating data directory", dir, e))?;
     let path = dir.join(LOCK);
     let file = OpenOptions::new()
@@ -117,7 +132,7 @@ pub fn lock(dir: &Path) -> Result<File> {
         .open(&path)
         .map_err(|e| Error::io("opening lock file", &path, e))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(DirLock(file)),
         Err(TryLockError::WouldBlock) => Err(Error::Locked {
             path: dir.to_path_buf(),
         }),

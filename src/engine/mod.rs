@@ -39,7 +39,6 @@ pub mod stats;
 mod writer;
 
 use std::fmt;
-use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -112,7 +111,7 @@ pub(crate) struct Shared {
     counters: Counters,
     closed: AtomicBool,
     compaction: compaction::State,
-    _lock: File,
+    _lock: dir::DirLock,
 }
 
 /// Stops the background thread and syncs when the last handle goes away.
