@@ -11,7 +11,6 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::{Mutex, MutexGuard};
 
 /// Names of the files in `dir` ending with `suffix`, sorted (segment ids sort
 /// by name because they are fixed-width hex).
@@ -109,20 +108,8 @@ pub fn rerun_self(name: &str) -> Command {
     cmd
 }
 
-/// Held while a child is spawned. Between fork and exec the child holds copies
-/// of this process's open files, a data directory's `LOCK` included, so a
-/// directory closed at that moment still looks locked to a reopen. A test that
-/// reopens right after closing and asserts it is not locked holds this too.
-static SPAWNING: Mutex<()> = Mutex::new(());
-
-/// Takes [`SPAWNING`].
-pub fn no_spawn_meanwhile() -> MutexGuard<'static, ()> {
-    SPAWNING.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Spawns `cmd` under [`SPAWNING`].
+/// Spawns `cmd`.
 pub fn spawn(cmd: &mut Command) -> Child {
-    let _guard = no_spawn_meanwhile();
     cmd.spawn().unwrap()
 }
 
