@@ -334,6 +334,33 @@ impl Harness<'_> {
             .map(|k| self.model.live(k, now).unwrap().len() as u64)
             .sum();
         prop_assert_eq!(stats.live_value_bytes, bytes, "stats().live_value_bytes");
+        let on_disk: u64 = std::fs::read_dir(self.dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_str().unwrap();
+                name == "wal.log" || name.ends_with(".seg")
+            })
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        prop_assert_eq!(stats.disk_bytes, on_disk, "stats().disk_bytes vs the files");
+        let files = std::fs::read_dir(self.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_str()
+                    .unwrap()
+                    .ends_with(".seg")
+            })
+            .count() as u64;
+        prop_assert_eq!(
+            stats.segments,
+            files + 1,
+            "stats().segments counts wal.log too"
+        );
         Ok(())
     }
 }
@@ -341,7 +368,7 @@ impl Harness<'_> {
 #[test]
 fn random_operations_with_reopens_match_a_btreemap_model() {
     let config = Config {
-        cases: super::support::cases(128),
+        cases: super::support::cases(256),
         failure_persistence: None,
         max_shrink_iters: 2000,
         ..Config::default()
@@ -350,7 +377,7 @@ fn random_operations_with_reopens_match_a_btreemap_model() {
     let steps = prop::collection::vec(step(), 1..120);
     runner
         .run(&steps, |steps| {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = super::support::mem_tempdir();
             let clock = ManualClock::new(1_700_000_000_000);
             let (db, _) = Engine::open(dir.path(), options(&clock)).unwrap();
             let mut h = Harness {

@@ -593,7 +593,7 @@ fn random_damage_to_any_file_never_panics_or_returns_wrong_data() {
     };
     TestRunner::new(config)
         .run(&damage(), |(which, d)| {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = super::support::mem_tempdir();
             copy_dir(pristine.path(), dir.path());
             let file = dir.path().join(&files[which % files.len()]);
             apply_damage(&file, &d);

@@ -120,3 +120,16 @@ pub fn cases(default: u32) -> u32 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
 }
+
+/// A temp dir in memory (`/dev/shm`) when there is one: for tests that rotate
+/// constantly and need no durability, so fsyncs cost nothing and the shared
+/// disk's load does not set their pace.
+pub fn mem_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(d) = tempfile::tempdir_in(shm)
+    {
+        return d;
+    }
+    tempfile::tempdir().unwrap()
+}
