@@ -2,7 +2,8 @@
 //! fsync fails the write that met it, latches the engine read-only (later
 //! writes fail with `Error::ReadOnly`, reads go on, `stats().read_only`), and
 //! everything acknowledged before is there after a reopen on a healthy disk.
-//! Concurrent writers caught by a fault all get an error; none hangs.
+//! Concurrent writers caught by a fault all get an error; none hangs. A failed
+//! hint write costs only a scan; a failed truncation at open fails the open.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -398,4 +399,117 @@ fn writes_grouped_behind_a_torn_write_are_refused_not_written_after_it() {
     }
     drop(db);
     assert_acked_survive(d.path(), &acked);
+}
+
+/// Fails every write to a file whose name ends with `suffix`.
+#[derive(Debug)]
+struct FailWritesTo(&'static str);
+
+#[derive(Debug)]
+struct MaybeFailing(std::fs::File, bool);
+
+impl AppendFile for MaybeFailing {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.1 {
+            return Err(io::Error::other("injected failure of this file's writes"));
+        }
+        self.0.write_all(buf)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Fs for FailWritesTo {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let fail = path.to_str().is_some_and(|p| p.ends_with(self.0));
+        Ok(Box::new(MaybeFailing(f, fail)))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+#[test]
+fn a_failed_hint_write_costs_only_a_scan_at_the_next_open() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        fs: Arc::new(FailWritesTo(".hint.tmp")),
+        sync: SyncMode::Never,
+        segment_bytes: 4096,
+        background_compaction: false,
+        ..Options::default()
+    };
+    let (db, _) = Engine::open(d.path(), opts).unwrap();
+    let acked: Vec<usize> = (0..300).collect();
+    for &i in &acked {
+        db.put(&key(i), &value_of(i)).unwrap();
+    }
+    assert!(!db.stats().read_only, "a hint is an optimisation");
+    assert!(db.stats().segments > 3);
+    drop(db);
+    assert!(super::support::files_ending(d.path(), ".hint").is_empty());
+    assert!(super::support::files_ending(d.path(), ".tmp").is_empty());
+    let (db, report) = Engine::open(d.path(), Options::default()).unwrap();
+    assert_eq!(report.hints_used, 0, "{report:?}");
+    assert!(report.segments > 2, "{report:?}");
+    drop(db);
+    assert_acked_survive(d.path(), &acked);
+}
+
+#[test]
+fn a_failed_fsync_while_sealing_latches_read_only_and_loses_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    // With sync never, sealing's fsync of wal.log is the first one.
+    let (db, fs) = faulty(d.path(), SyncMode::Never, 4096);
+    fs.fail_from(FsOp::Sync, 1);
+    let (acked, err) = put_until_refused(&db);
+    assert!(matches!(err, Error::ReadOnly { .. }), "{err:?}");
+    assert!(acked.len() > 10);
+    assert_read_only(&db, &acked);
+    drop(db);
+    assert_acked_survive(d.path(), &acked);
+}
+
+#[test]
+fn a_failed_truncation_of_a_torn_tail_fails_the_open_and_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
+    for i in 0..5 {
+        db.put(&key(i), &value_of(i)).unwrap();
+    }
+    db.close().unwrap();
+    let wal = d.path().join("wal.log");
+    let len = std::fs::metadata(&wal).unwrap().len();
+    super::support::truncate(&wal, len - 3);
+    let torn = std::fs::read(&wal).unwrap();
+
+    let fs = FaultyFs::new();
+    fs.fail_from(FsOp::SetLen, 1);
+    let opts = Options {
+        fs: Arc::new(fs),
+        ..Options::default()
+    };
+    let err = Engine::open(d.path(), opts).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&wal).unwrap(), torn);
+    // A failed open leaves the directory unlocked and recoverable.
+    let (db, report) = Engine::open(d.path(), Options::default()).unwrap();
+    assert!(report.bytes_truncated > 0);
+    for i in 0..4 {
+        assert_eq!(db.get(&key(i)).unwrap(), Some(value_of(i)));
+    }
 }
