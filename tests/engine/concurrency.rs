@@ -323,3 +323,46 @@ fn a_directory_closed_while_another_thread_spawns_processes_reopens_at_once() {
         assert_eq!(locked, 0, "reopens refused as locked out of 200");
     });
 }
+
+/// Counts what the engine reports to its observer.
+#[derive(Debug, Default)]
+struct CountingObserver {
+    fsyncs: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl kvstore::engine::Observer for CountingObserver {
+    fn fsync(&self, _elapsed: std::time::Duration, writes: usize) {
+        self.fsyncs.fetch_add(1, Ordering::SeqCst);
+        self.writes.fetch_add(writes as u64, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_observer_sees_every_group_fsync_with_the_writes_it_covered() {
+    let d = tempfile::tempdir().unwrap();
+    let obs = std::sync::Arc::new(CountingObserver::default());
+    let opts = Options {
+        observer: Some(obs.clone()),
+        ..Options::default()
+    };
+    let (db, _) = Engine::open(d.path(), opts).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let db = &db;
+            s.spawn(move || {
+                for i in 0..20 {
+                    db.put(format!("{t}/{i}").as_bytes(), b"v").unwrap();
+                }
+            });
+        }
+    });
+    let stats = db.stats();
+    assert_eq!(stats.writes, 320);
+    assert_eq!(
+        obs.writes.load(Ordering::SeqCst),
+        320,
+        "each write in one reported fsync"
+    );
+    assert_eq!(obs.fsyncs.load(Ordering::SeqCst), stats.fsyncs);
+}

@@ -451,6 +451,17 @@ fn a_hint_naming_another_segment_is_ignored_and_the_segment_scanned() {
 }
 
 #[test]
+fn a_hint_of_an_unsupported_format_version_is_ignored_and_the_segment_scanned() {
+    let d = tempfile::tempdir().unwrap();
+    sealed_fixture(d.path(), 200);
+    let segs = sealed_segments(d.path());
+    overwrite(&hint_of(&segs[1]), 8, &9u16.to_le_bytes());
+    let (db, report) = Engine::open(d.path(), tiny()).unwrap();
+    assert_eq!(report.hints_used, report.segments - 1, "{report:?}");
+    assert_keys_intact(&db, 0..200);
+}
+
+#[test]
 fn a_hint_of_a_segment_that_grew_is_ignored_and_the_segment_scanned() {
     let d = tempfile::tempdir().unwrap();
     sealed_fixture(d.path(), 200);
