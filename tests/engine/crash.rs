@@ -1,11 +1,12 @@
 //! Process kills: the test re-runs its own binary as a writer child that opens
 //! the engine on a temp dir (4 KiB segments, so it rotates all the time) and
-//! writes from several threads — single puts, and batches of [`BATCH_KEYS`]
-//! puts — printing each acknowledged write. The parent SIGKILLs it after a
-//! random number of acknowledgements, reopens the directory and checks that
-//! every acknowledged write is there with its value and that no batch is
-//! partially there. Two kills per directory, in every sync mode: an
-//! acknowledged write has reached the OS, so a process kill never loses it.
+//! writes from several threads — single puts, puts each followed by a delete,
+//! and batches of [`BATCH_KEYS`] puts — printing each acknowledged write. The
+//! parent SIGKILLs it after a random number of acknowledgements, reopens the
+//! directory and checks that every acknowledged write is there with its value
+//! (and every acknowledged delete is not), and that no batch is partially
+//! there. Two kills per directory, in every sync mode: an acknowledged write
+//! has reached the OS, so a process kill never loses it.
 //! Also: when each sync mode fsyncs.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +47,10 @@ fn put_key(round: u32, thread: usize, i: u64) -> String {
     format!("r{round}/p{thread}/{i:08}")
 }
 
+fn delete_key(round: u32, i: u64) -> String {
+    format!("r{round}/d/{i:08}")
+}
+
 fn batch_id(round: u32, thread: usize, n: u64) -> String {
     format!("r{round}/b{thread}/{n:08}")
 }
@@ -74,6 +79,17 @@ fn write_until_killed(dir: &Path, round: u32, sync: SyncMode) -> ! {
                 }
             });
         }
+        {
+            let db = db.clone();
+            s.spawn(move || {
+                for i in 0.. {
+                    let key = delete_key(round, i);
+                    db.put(key.as_bytes(), &value_of(&key)).unwrap();
+                    db.delete(key.as_bytes()).unwrap();
+                    ack(format!("D {key}"));
+                }
+            });
+        }
         for t in 0..BATCH_THREADS {
             let db = db.clone();
             s.spawn(move || {
@@ -97,6 +113,7 @@ fn write_until_killed(dir: &Path, round: u32, sync: SyncMode) -> ! {
 #[derive(Default)]
 struct Acked {
     puts: Vec<String>,
+    deletes: Vec<String>,
     batches: Vec<String>,
 }
 
@@ -136,6 +153,8 @@ fn run_and_kill(test_name: &str, dir: &Path, round: u32, target: usize, acked: &
         };
         if let Some(key) = ack.strip_prefix("P ") {
             acked.puts.push(key.to_string());
+        } else if let Some(key) = ack.strip_prefix("D ") {
+            acked.deletes.push(key.to_string());
         } else if let Some(id) = ack.strip_prefix("B ") {
             acked.batches.push(id.to_string());
         }
@@ -172,6 +191,13 @@ fn check(db: &Engine, acked: &Acked, context: &str) {
                 "key {key} of acknowledged batch ({context})"
             );
         }
+    }
+    for key in &acked.deletes {
+        assert_eq!(
+            db.get(key.as_bytes()).unwrap(),
+            None,
+            "acknowledged delete of {key} ({context})"
+        );
     }
     // Batches in flight at the kill: all of their keys or none.
     let mut per_batch: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
