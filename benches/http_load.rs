@@ -5,8 +5,9 @@
 //! Each server is started in-process on 127.0.0.1 (free port, temp data dir,
 //! default `ServerConfig`: one actix worker per core). The load generator
 //! (`http_load/client.rs`) runs on the main thread: a current-thread tokio
-//! runtime with one hyper HTTP/1.1 keep-alive connection per task, one
-//! request in flight per connection. Scenarios, each at 1, 16 and 64
+//! runtime with one HTTP/1.1 keep-alive connection per task, one request in
+//! flight per connection; the connection is the minimal `http_load/raw.rs`
+//! (default) or hyper's `client::conn::http1` (`KVSTORE_BENCH_CLIENT=hyper`). Scenarios, each at 1, 16 and 64
 //! connections, with 100-byte values (a JSON string of 98 characters):
 //! - the null handler (`http_load/targets.rs`): PUT, GET, 90/10 GET/PUT;
 //! - kvstore, sync `always`: PUT, then every key filled, GET and 90/10;
@@ -21,6 +22,7 @@
 //! `cargo bench --bench http_load [-- FILTER]` (FILTER: a substring of the
 //! scenario, e.g. `GET` or `never`). `KVSTORE_BENCH_DIR` picks the disk of the
 //! data dirs (default the system temp dir; not tmpfs, or fsync is free).
+//! `KVSTORE_BENCH_CONNS=1,64` picks the connection counts.
 //! `KVSTORE_BENCH_CLIENT_THREADS=N` runs the client on a multi-threaded
 //! runtime of N threads instead (to compare). Under `cargo test --benches`
 //! every scenario runs 50 requests at 1 and 4 connections, errors still fatal.
@@ -32,6 +34,8 @@ mod client;
 mod common;
 #[path = "http_load/cpu.rs"]
 mod cpu;
+#[path = "http_load/raw.rs"]
+mod raw;
 #[path = "http_load/targets.rs"]
 mod targets;
 
@@ -41,7 +45,7 @@ use std::time::{Duration, Instant};
 use kvstore::engine::SyncMode;
 use tokio::runtime::Runtime;
 
-use client::{Keys, Load, Outcome, Workload};
+use client::{ClientKind, Keys, Load, Outcome, Workload};
 use targets::Target;
 
 /// How big the runs are: full under `cargo bench`, tiny in test mode.
@@ -52,24 +56,38 @@ struct Plan {
     max_requests: u64,
     warm_up: Duration,
     measure: Duration,
+    client: ClientKind,
     filter: Option<String>,
 }
 
 impl Plan {
     fn from_args() -> Plan {
         let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+        let client = match std::env::var("KVSTORE_BENCH_CLIENT").as_deref() {
+            Ok("hyper") => ClientKind::Hyper,
+            Ok("raw") | Err(_) => ClientKind::Raw,
+            Ok(other) => panic!("KVSTORE_BENCH_CLIENT={other}: expected raw or hyper"),
+        };
         if common::bench_mode() {
             let secs = std::env::var("KVSTORE_BENCH_SECS")
                 .ok()
                 .and_then(|s| s.parse::<f64>().ok())
                 .filter(|s| *s > 0.0 && *s <= 60.0)
                 .unwrap_or(3.0);
+            let conns = std::env::var("KVSTORE_BENCH_CONNS")
+                .ok()
+                .map(|s| s.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+                .filter(|c: &Vec<usize>| {
+                    !c.is_empty() && c.iter().all(|&n| (1..=1024).contains(&n))
+                })
+                .unwrap_or_else(|| vec![1, 16, 64]);
             Plan {
-                conns: vec![1, 16, 64],
+                conns,
                 keyspace: 100_000,
                 max_requests: 5_000_000,
                 warm_up: Duration::from_millis(500),
                 measure: Duration::from_secs_f64(secs),
+                client,
                 filter,
             }
         } else {
@@ -79,6 +97,7 @@ impl Plan {
                 max_requests: 50,
                 warm_up: Duration::ZERO,
                 measure: Duration::from_secs(10),
+                client,
                 filter,
             }
         }
@@ -110,9 +129,10 @@ fn main() {
     let (rt, client_kind) = client_runtime();
     let keys = Arc::new(Keys::new(plan.keyspace, &targets::VALUE));
     println!(
-        "http_load: {} actix workers per server, client on {client_kind}, {} keys, \
+        "http_load: {} actix workers per server, {} client on {client_kind}, {} keys, \
          {}-byte values, warm-up {:?} + {:?} per run, at most {} requests per run",
         targets::workers(),
+        plan.client.label(),
         plan.keyspace,
         targets::VALUE.len(),
         plan.warm_up,
@@ -223,11 +243,26 @@ fn drive(
                 max_requests: plan.max_requests,
                 warm_up: plan.warm_up,
                 measure: plan.measure,
+                client: plan.client,
             };
             let before = cpu::snapshot();
+            let fsyncs_before = target.fsyncs.as_ref().map(|p| p.read());
+            let stats_before = target.engine.as_ref().map(|e| e.stats());
             let t0 = Instant::now();
             let outcome = client::run(rt, target.addr, keys, load, rows.len() as u64);
-            let cpu = cpu::shares(&before, &cpu::snapshot(), t0.elapsed());
+            let wall = t0.elapsed();
+            // CPU ticks are 10 ms: meaningless for the few ms of a test-mode run.
+            let mut cpu = if common::bench_mode() {
+                cpu::shares(&before, &cpu::snapshot(), wall)
+            } else {
+                String::new()
+            };
+            if let (Some(p), Some(b), Some(e), Some(s)) =
+                (&target.fsyncs, fsyncs_before, &target.engine, stats_before)
+            {
+                let writes = e.stats().writes - s.writes;
+                cpu.push_str(&fsync_note(writes, b, p.read(), wall));
+            }
             let row = Row {
                 target: name.into(),
                 workload,
@@ -250,6 +285,7 @@ fn fill(rt: &Runtime, target: &Target, name: &str, plan: &Plan, keys: &Arc<Keys>
         max_requests: plan.keyspace,
         warm_up: Duration::ZERO,
         measure: Duration::from_secs(120),
+        client: plan.client,
     };
     let outcome = client::run(rt, target.addr, keys, load, 0);
     assert_eq!(
@@ -258,6 +294,27 @@ fn fill(rt: &Runtime, target: &Target, name: &str, plan: &Plan, keys: &Arc<Keys>
         "filling {name}: first error {:?}",
         outcome.first_error
     );
+}
+
+/// `; 3.1 writes/fsync, fsync 420 µs, 48% of the time` for a run with fsyncs
+/// (`writes`: the engine's writes during the run).
+fn fsync_note(
+    writes: u64,
+    before: targets::FsyncFigures,
+    after: targets::FsyncFigures,
+    wall: Duration,
+) -> String {
+    let n = after.fsyncs - before.fsyncs;
+    if n == 0 {
+        return String::new();
+    }
+    let time = after.time - before.time;
+    format!(
+        "; {:.1} writes/fsync, fsync {:.0} µs, {:.0}% of the time",
+        common::ratio(writes, n),
+        time.as_secs_f64() * 1e6 / n as f64,
+        time.as_secs_f64() / wall.as_secs_f64() * 100.0
+    )
 }
 
 const HEADER: &str = "scenario                        conns   requests  errors      req/s   p50 µs   p99 µs  vs null";

@@ -1,6 +1,7 @@
 //! The load generator: `conns` keep-alive HTTP/1.1 connections to one server,
 //! each a task that sends one request, reads the whole response, checks it and
-//! sends the next (closed loop, no pipelining).
+//! sends the next (closed loop, no pipelining). A connection is either hyper's
+//! low-level `client::conn::http1` or the leaner [`RawConn`] (`raw.rs`).
 //!
 //! Every run is bounded twice: by a request budget shared by all connections
 //! and by a deadline; whichever comes first stops it. Requests started during
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::runtime::Runtime;
 
 use crate::common::Rng;
+use crate::raw::RawConn;
 
 /// What each request of a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +77,14 @@ impl Keys {
         clippy::cast_possible_truncation,
         reason = "i < len(), which came from a usize"
     )]
+    fn path(&self, i: u64) -> &str {
+        self.uris[i as usize].path()
+    }
+
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "i < len(), which came from a usize"
+    )]
     fn request(&self, put: bool, i: u64) -> Request<Full<Bytes>> {
         let uri = self.uris[i as usize].clone();
         let builder = Request::builder()
@@ -105,6 +115,27 @@ pub struct Load {
     pub warm_up: Duration,
     /// Measured time after the warm-up; no request starts after it.
     pub measure: Duration,
+    /// Which HTTP client the connections use.
+    pub client: ClientKind,
+}
+
+/// The HTTP/1.1 client implementation of a run's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// hyper 1's `client::conn::http1`: general, one driver task per connection.
+    Hyper,
+    /// [`RawConn`]: one write and one read per request, strict framing.
+    Raw,
+}
+
+impl ClientKind {
+    /// The label used in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientKind::Hyper => "hyper",
+            ClientKind::Raw => "raw",
+        }
+    }
 }
 
 /// What one run measured.
@@ -167,7 +198,7 @@ pub fn run(rt: &Runtime, addr: SocketAddr, keys: &Arc<Keys>, load: Load, seed: u
                 let keys = Arc::clone(keys);
                 let claimed = Arc::clone(&claimed);
                 let seed = seed.wrapping_mul(1000).wrapping_add(c as u64);
-                tokio::spawn(connection(addr, keys, load.workload, claimed, window, seed))
+                tokio::spawn(connection(addr, keys, load, claimed, window, seed))
             })
             .collect();
         let mut tasks = Vec::with_capacity(handles.len());
@@ -227,7 +258,7 @@ impl Task {
 async fn connection(
     addr: SocketAddr,
     keys: Arc<Keys>,
-    workload: Workload,
+    load: Load,
     claimed: Arc<AtomicU64>,
     window: Window,
     seed: u64,
@@ -238,8 +269,8 @@ async fn connection(
         latencies_ns: Vec::with_capacity(1 << 16),
         last_answer: window.start,
     };
-    let mut sender = match connect(addr).await {
-        Ok(s) => s,
+    let mut conn = match Conn::open(addr, load.client).await {
+        Ok(c) => c,
         Err(e) => {
             task.error(format!("connecting to {addr}: {e}"));
             return task;
@@ -253,27 +284,25 @@ async fn connection(
         if n >= window.max_requests || sent >= window.deadline {
             break;
         }
-        let (put, key) = match workload {
+        let (put, key) = match load.workload {
             Workload::Fill => (true, n % n_keys),
             Workload::Put => (true, rng.below(n_keys)),
             Workload::Get => (false, rng.below(n_keys)),
             Workload::Mixed => (rng.below(10) == 0, rng.below(n_keys)),
         };
-        match exchange(&mut sender, keys.request(put, key)).await {
-            Ok((status, body)) => {
-                let answered = Instant::now();
-                if status != StatusCode::OK || body.first() != Some(&b'{') {
-                    let method = if put { "PUT" } else { "GET" };
-                    task.error(format!(
-                        "{method} bench{key:08}: {status} {}",
-                        String::from_utf8_lossy(&body)
-                    ));
-                } else if sent >= window.start {
+        match conn.exchange(&keys, put, key).await {
+            Ok(None) => {
+                if sent >= window.start {
+                    let answered = Instant::now();
                     let ns = (answered - sent).as_nanos();
                     task.latencies_ns
                         .push(u32::try_from(ns).unwrap_or(u32::MAX));
                     task.last_answer = answered;
                 }
+            }
+            Ok(Some(wrong)) => {
+                let method = if put { "PUT" } else { "GET" };
+                task.error(format!("{method} bench{key:08}: {wrong}"));
             }
             Err(e) => {
                 task.error(format!("transport: {e}"));
@@ -282,6 +311,56 @@ async fn connection(
         }
     }
     task
+}
+
+/// A connection of either client kind.
+enum Conn {
+    Hyper(SendRequest<Full<Bytes>>),
+    Raw(RawConn),
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr, kind: ClientKind) -> Result<Conn, BoxError> {
+        Ok(match kind {
+            ClientKind::Hyper => Conn::Hyper(connect(addr).await?),
+            ClientKind::Raw => Conn::Raw(RawConn::connect(addr).await?),
+        })
+    }
+
+    /// Sends the PUT or GET of key `i` and checks the answer: `Ok(None)` when
+    /// it is right (200 and a JSON object), `Ok(Some(what))` when it is not.
+    async fn exchange(
+        &mut self,
+        keys: &Keys,
+        put: bool,
+        i: u64,
+    ) -> Result<Option<String>, BoxError> {
+        let (status, body_ok, body) = match self {
+            Conn::Hyper(sender) => {
+                let (status, body) = exchange(sender, keys.request(put, i)).await?;
+                let ok = body.first() == Some(&b'{');
+                (status.as_u16(), ok, body)
+            }
+            Conn::Raw(raw) => {
+                let (method, body) = if put {
+                    ("PUT", Some(&keys.put_body[..]))
+                } else {
+                    ("GET", None)
+                };
+                let resp = raw.exchange(method, keys.path(i), body).await?;
+                let ok = resp.body.first() == Some(&b'{');
+                if resp.status == 200 && ok {
+                    return Ok(None);
+                }
+                (resp.status, ok, Bytes::copy_from_slice(resp.body))
+            }
+        };
+        if status == 200 && body_ok {
+            Ok(None)
+        } else {
+            Ok(Some(format!("{status} {}", String::from_utf8_lossy(&body))))
+        }
+    }
 }
 
 /// Opens one keep-alive connection (Nagle off) and spawns its driver task.

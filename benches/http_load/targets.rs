@@ -7,13 +7,15 @@
 //!   the ratio between the two is what the engine and the JSON work cost.
 
 use std::net::SocketAddr;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use bytes::Bytes;
-use kvstore::engine::{Engine, Options, SyncMode};
+use kvstore::engine::{Engine, Observer, Options, SyncMode};
 use kvstore::server::{self, ServerConfig};
 use tokio::runtime::Runtime;
 
@@ -23,7 +25,45 @@ pub struct Target {
     pub addr: SocketAddr,
     handle: ServerHandle,
     thread: Option<JoinHandle<std::io::Result<()>>>,
+    /// The kvstore engine's fsync timings; `None` for the null handler.
+    pub fsyncs: Option<Arc<FsyncProbe>>,
+    /// A handle on the kvstore engine, for its write and fsync counters.
+    pub engine: Option<Engine>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// Counts the engine's fsyncs and the time they took.
+#[derive(Debug, Default)]
+pub struct FsyncProbe {
+    fsyncs: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// A reading of a [`FsyncProbe`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsyncFigures {
+    /// fsyncs of `wal.log`.
+    pub fsyncs: u64,
+    /// Time spent in them.
+    pub time: Duration,
+}
+
+impl FsyncProbe {
+    /// The figures so far.
+    pub fn read(&self) -> FsyncFigures {
+        FsyncFigures {
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            time: Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Observer for FsyncProbe {
+    fn fsync(&self, elapsed: Duration, _writes: usize) {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(ns, Ordering::Relaxed);
+    }
 }
 
 /// Worker threads of both servers: the server's default (one per core).
@@ -35,8 +75,10 @@ pub fn workers() -> usize {
 /// other option at its default).
 pub fn kvstore(sync: SyncMode) -> Target {
     let dir = crate::common::tempdir();
+    let probe = Arc::new(FsyncProbe::default());
     let opts = Options {
         sync,
+        observer: Some(Arc::clone(&probe) as Arc<dyn Observer>),
         ..Options::default()
     };
     let (engine, _report) = Engine::open(dir.path(), opts).unwrap();
@@ -45,8 +87,11 @@ pub fn kvstore(sync: SyncMode) -> Target {
         port: 0,
         ..ServerConfig::default()
     };
+    let handle = engine.clone();
     let mut target = spawn(move || server::build(engine, &config));
+    target.engine = Some(handle);
     target._dir = Some(dir);
+    target.fsyncs = Some(probe);
     target
 }
 
@@ -110,6 +155,8 @@ where
         addr,
         handle,
         thread: Some(thread),
+        fsyncs: None,
+        engine: None,
         _dir: None,
     }
 }
