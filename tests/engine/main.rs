@@ -3,10 +3,11 @@
 
 mod basic;
 mod common;
-mod model;
-mod crash;
-mod support;
-mod recovery;
-mod faults;
-mod ttl;
+mod compaction;
 mod concurrency;
+mod crash;
+mod faults;
+mod model;
+mod recovery;
+mod support;
+mod ttl;
