@@ -23,11 +23,11 @@ const VALUE_LEN: usize = 100;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, dir, keys] = args.as_slice() {
-        if flag == "--reopen" {
-            reopen(Path::new(dir), keys.parse().unwrap());
-            return;
-        }
+    if let [_, flag, dir, keys] = args.as_slice()
+        && flag == "--reopen"
+    {
+        reopen(Path::new(dir), keys.parse().unwrap());
+        return;
     }
     let keys: u64 = args.get(1).map_or(1_000_000, |n| n.parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
