@@ -3,10 +3,10 @@
 //! [`Engine`] is a cheap, cloneable handle; every clone shares one open data
 //! directory. The pieces, each in its own module:
 //!
-//! - [`format`]: byte layouts of records, hint files and file headers;
+//! - [`format`](mod@format): byte layouts of records, hint files and file headers;
 //! - [`segment`]: `wal.log` (active), sealed segments (mmap), scanning;
 //! - [`keydir`]: the ordered key → location index; [`memtable`]: `wal.log` in memory;
-//! - [`writer`](self#writes): group commit; [`recovery`]: rebuilding state at open;
+//! - `writer` (see [Writes](self#writes)): group commit; [`recovery`]: rebuilding state at open;
 //! - [`migrate`]: the one-time conversion of a legacy JSON-lines `wal.log`;
 //! - [`fs`] and [`clock`]: seams through which tests fail I/O and move time.
 //!
