@@ -48,7 +48,7 @@ fn group(main: bool, comm: &str) -> String {
         c if c.starts_with("actix-rt|") || c.starts_with("actix-server wo") => {
             "actix workers".into()
         }
-        c if c.starts_with("tokio-runtime") => "client".into(),
+        c if c.starts_with("tokio-r") => "client".into(),
         c => c.trim_end_matches(|ch: char| ch.is_ascii_digit()).into(),
     }
 }
