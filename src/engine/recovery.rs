@@ -166,24 +166,29 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
 
 /// Step 7: the newest record of each key, if it is a live put, in key order.
 ///
-/// Sorts a permutation of small (leading key word, index) pairs rather than the
-/// records themselves: most comparisons are one integer compare, and moving 16
-/// bytes instead of a whole record is what made sorting the bulk of open.
+/// Sorts a permutation of small (first two key words, index) triples rather
+/// than the records themselves: for keys up to 16 bytes a comparison is two
+/// integer compares with no pointer to follow, and moving 24 bytes instead of
+/// a whole record is what made sorting the bulk of open.
 fn newest_live(mut found: Vec<Found>, now: u64) -> Vec<(Key, Entry)> {
     // `found` is in history order; its index is the record's age.
-    let mut order: Vec<(u64, usize)> = found
+    let mut order: Vec<(u64, u64, usize)> = found
         .iter()
         .enumerate()
-        .map(|(i, f)| (super::key::leading_word(&f.key), i))
+        .map(|(i, f)| {
+            let (w1, w2) = super::key::words(&f.key);
+            (w1, w2, i)
+        })
         .collect();
     order.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| found[a.1].key.cmp(&found[b.1].key))
-            .then(b.1.cmp(&a.1))
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| found[a.2].key.cmp(&found[b.2].key))
+            .then(b.2.cmp(&a.2))
     });
     let mut live = Vec::with_capacity(order.len());
     let mut previous: Option<usize> = None;
-    for &(_, i) in &order {
+    for &(_, _, i) in &order {
         if previous.is_some_and(|p| found[p].key == found[i].key) {
             continue;
         }
