@@ -1,0 +1,95 @@
+//! Compaction: how fast live data is rewritten (MB/s), and the p99 latency of
+//! writes while a compaction runs compared with no compaction.
+//!
+//! `cargo bench --no-default-features --bench compaction`; under `cargo test
+//! --benches` (no `--bench` argument) it runs tiny sizes once as a smoke test.
+#![allow(clippy::unwrap_used, reason = "a bench fails loudly")]
+
+use std::time::{Duration, Instant};
+
+use kvstore::engine::{Engine, Options, SyncMode};
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    k[8..].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn p99(mut lat: Vec<Duration>) -> Duration {
+    lat.sort_unstable();
+    lat.get(lat.len() * 99 / 100).copied().unwrap_or_default()
+}
+
+/// Times `writes` single puts (sync never) while `compact` runs or not.
+fn write_latencies(db: &Engine, keys: u64, writes: u64, compact: bool) -> Duration {
+    let compactor = compact.then(|| {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let r = db.compact().unwrap();
+            assert!(r.reclaimed_bytes > 0, "{r:?}");
+            r
+        })
+    });
+    let mut lat = Vec::with_capacity(usize::try_from(writes).unwrap());
+    for i in 0..writes {
+        let t = Instant::now();
+        db.put(&key(i % keys), &[9u8; 100]).unwrap();
+        lat.push(t.elapsed());
+    }
+    if let Some(c) = compactor {
+        c.join().unwrap();
+    }
+    p99(lat)
+}
+
+fn load(db: &Engine, keys: u64, rounds: u64) {
+    for round in 0..rounds {
+        for i in 0..keys {
+            db.put(&key(i), &[u8::try_from(round % 200).unwrap(); 100])
+                .unwrap();
+        }
+    }
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (keys, writes) = if bench {
+        (1_000_000, 200_000)
+    } else {
+        (2_000, 2_000)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        sync: SyncMode::Never,
+        segment_bytes: if bench { 64 << 20 } else { 64 << 10 },
+        background_compaction: false,
+        ..Options::default()
+    };
+    let (db, _) = Engine::open(dir.path(), opts).unwrap();
+
+    // Throughput: 1M keys overwritten three times, then one compaction.
+    load(&db, keys, 3);
+    let r = db.compact().unwrap();
+    let s = db.stats();
+    let mb_per_s = r.live_bytes_rewritten as f64 / 1e6 / (r.duration_ms.max(1) as f64 / 1e3);
+    println!(
+        "compaction: rewrote {:.1} MB of live data in {} ms = {mb_per_s:.0} MB/s; reclaimed {:.1} MB; disk/live(key+value) = {:.3}",
+        r.live_bytes_rewritten as f64 / 1e6,
+        r.duration_ms,
+        r.reclaimed_bytes as f64 / 1e6,
+        s.disk_bytes as f64 / (s.live_keys * (16 + 100)) as f64
+    );
+    assert_eq!(s.live_keys, keys);
+
+    // Write latency with and without a compaction running.
+    load(&db, keys, 1);
+    let quiet = write_latencies(&db, keys, writes, false);
+    load(&db, keys, 1);
+    let busy = write_latencies(&db, keys, writes, true);
+    println!(
+        "write p99: {quiet:?} without compaction, {busy:?} during compaction ({:.2}x)",
+        busy.as_secs_f64() / quiet.as_secs_f64().max(1e-9)
+    );
+    db.close().unwrap();
+}
