@@ -320,7 +320,7 @@ impl Shared {
         let fs = &*self.opts.fs;
         let seg_tmp = dir::tmp_path(&dir::segment_path(&self.dir, out.id));
         let hint_tmp = dir::tmp_path(&dir::hint_path(&self.dir, out.id));
-        let hint = out.hint.finish_for_len(out.buf.len() as u64);
+        let hint = out.hint.finish_with_segment_len(out.buf.len() as u64);
         for (path, bytes) in [(&seg_tmp, &out.buf), (&hint_tmp, &hint)] {
             let mut f = fs
                 .open_append(path)
@@ -465,7 +465,7 @@ impl Shared {
 struct OutputBuf {
     id: SegmentId,
     buf: Vec<u8>,
-    hint: PendingHint,
+    hint: HintWriter,
 }
 
 impl OutputBuf {
@@ -479,49 +479,12 @@ impl OutputBuf {
         OutputBuf {
             id,
             buf,
-            hint: PendingHint::new(id),
+            hint: HintWriter::new(id, 0),
         }
     }
 
     fn has_records(&self) -> bool {
         self.buf.len() > FILE_HEADER_LEN
-    }
-}
-
-/// Hint entries gathered before the segment's final length is known.
-struct PendingHint {
-    id: SegmentId,
-    // kind, expiry, offset, value length, key
-    entries: Vec<HintFields>,
-}
-
-type HintFields = (RecordKind, u64, u32, u32, Box<[u8]>);
-
-impl PendingHint {
-    fn new(id: SegmentId) -> PendingHint {
-        PendingHint {
-            id,
-            entries: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, e: &HintEntry<'_>) {
-        self.entries
-            .push((e.kind, e.expiry, e.offset, e.value_len, e.key.into()));
-    }
-
-    fn finish_for_len(self, segment_len: u64) -> Vec<u8> {
-        let mut w = HintWriter::new(self.id, segment_len);
-        for (kind, expiry, offset, value_len, key) in &self.entries {
-            w.push(&HintEntry {
-                kind: *kind,
-                expiry: *expiry,
-                offset: *offset,
-                value_len: *value_len,
-                key,
-            });
-        }
-        w.finish()
     }
 }
 

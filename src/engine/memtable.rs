@@ -18,6 +18,12 @@ pub struct Memtable {
     buf: RwLock<Vec<u8>>,
 }
 
+/// Bytes to reserve for the memtable of a segment of `segment_bytes`: the whole
+/// segment (so appends never reallocate under readers), capped at 256 MiB.
+pub fn capacity_for(segment_bytes: u64) -> usize {
+    usize::try_from(segment_bytes.min(256 << 20)).unwrap_or(0) + 4096
+}
+
 impl Memtable {
     /// A memtable holding `bytes`, the current contents of `wal.log`.
     pub fn new(id: SegmentId, mut bytes: Vec<u8>, capacity: usize) -> Memtable {

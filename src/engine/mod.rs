@@ -529,10 +529,6 @@ impl Shared {
         Ok(())
     }
 
-    fn memtable_capacity(&self) -> usize {
-        usize::try_from(self.opts.segment_bytes.min(256 << 20)).unwrap_or(usize::MAX) + 4096
-    }
-
     /// Stops the background thread, commits what is queued and syncs. Idempotent.
     fn shutdown(&self, background: &Mutex<Option<JoinHandle<()>>>) -> Result<()> {
         {

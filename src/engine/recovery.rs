@@ -149,7 +149,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     let keydir = Keydir::from_sorted(live);
     report.live_keys = keydir.len() as u64;
 
-    let capacity = usize::try_from(opts.segment_bytes.min(256 << 20)).unwrap_or(0) + 4096;
+    let capacity = super::memtable::capacity_for(opts.segment_bytes);
     let memtable = Arc::new(Memtable::new(active.id(), wal_bytes, capacity));
     report.duration = started.elapsed();
     Ok(Recovered {

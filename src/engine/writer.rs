@@ -438,7 +438,11 @@ impl Shared {
         };
         Counters::add(&self.counters.disk_bytes, header.len() as u64);
         Counters::add(&self.counters.segments, 1);
-        let fresh = Arc::new(Memtable::new(next, header, self.memtable_capacity()));
+        let fresh = Arc::new(Memtable::new(
+            next,
+            header,
+            super::memtable::capacity_for(self.opts.segment_bytes),
+        ));
         {
             let mut set = self.segments.write().unwrap_or_else(|p| p.into_inner());
             set.sealed.insert(id, sealed);

@@ -74,6 +74,13 @@ impl HintWriter {
         self.count += 1;
     }
 
+    /// Finishes the file for a segment whose length became known only now
+    /// (compaction outputs grow while their hint is built).
+    pub fn finish_with_segment_len(mut self, segment_len: u64) -> Vec<u8> {
+        self.buf[FILE_HEADER_LEN..FILE_HEADER_LEN + 8].copy_from_slice(&segment_len.to_le_bytes());
+        self.finish()
+    }
+
     /// Finishes the file: fills in the count and appends the checksum.
     pub fn finish(mut self) -> Vec<u8> {
         self.buf[FILE_HEADER_LEN + 8..PREAMBLE_LEN].copy_from_slice(&self.count.to_le_bytes());
