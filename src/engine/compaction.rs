@@ -6,8 +6,11 @@
 //! 2. take every sealed segment as input — all of history older than `wal.log`,
 //!    so a tombstone or expired record can be dropped: no older record of its
 //!    key survives outside the inputs;
-//! 3. copy each put record the keydir still points at (and that has not expired)
-//!    byte for byte into outputs `<id>.seg.tmp` + `<id>.hint.tmp`, fsynced. Output
+//! 3. walk the keydir for entries pointing into an input (and not expired), sort
+//!    them by location, and copy those records byte for byte, checksum verified,
+//!    into outputs `<id>.seg.tmp` + `<id>.hint.tmp`, fsynced. A damaged live
+//!    record fails the compaction (nothing changes; reads keep reporting it as
+//!    corrupt) rather than vanish with its input. Output
 //!    ids lie between the newest input and `wal.log`, so on recovery an output
 //!    overrides the inputs and is overridden by anything written since. Killed
 //!    here: the `.tmp` files are removed at open, inputs untouched;
@@ -24,6 +27,7 @@
 //! Readers holding an input keep reading it through its mapping; the mapping is
 //! released with the last reader, and no file descriptor stays open per segment.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,13 +36,13 @@ use std::time::Instant;
 
 use super::dir::{self, Listing};
 use super::error::{Error, Result};
-use super::format::hint::{HintEntry, HintWriter};
-use super::format::record::RecordKind;
+use super::format::hint::{HintEntry, HintStream};
+use super::format::record::{self, RecordKind, RecordRef};
 use super::format::{FILE_HEADER_LEN, FileHeader, FileKind};
+use super::fs::{AppendFile, Fs};
 use super::keydir::{Entry, Key};
 use super::options::Options;
 use super::segment::active::write_file_atomically;
-use super::segment::scan::{OnDamage, scan};
 use super::segment::sealed::SealedSegment;
 use super::stats::Counters;
 use super::{Engine, SegmentId, Shared};
@@ -48,6 +52,10 @@ pub const MANIFEST: &str = "COMPACTION";
 const MANIFEST_HEADER: &str = "kvstore compaction manifest v1";
 /// Keydir entries moved per write-lock hold during the swap.
 const SWAP_CHUNK: usize = 4096;
+/// Records copied between checks for a close.
+const STOP_CHECK_EVERY: usize = 4096;
+/// Bytes of an output buffered before a write(2).
+const OUTPUT_BUF: usize = 1 << 20;
 
 /// What one compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,6 +70,11 @@ pub struct CompactionReport {
     pub live_bytes_rewritten: u64,
     /// Wall time, in ms.
     pub duration_ms: u64,
+    /// Of that, ms spent finding the live records and copying them into
+    /// outputs made durable (the rest: sealing `wal.log`, the swap, retiring).
+    pub rewrite_ms: u64,
+    /// Of that, ms spent deleting the inputs.
+    pub retire_ms: u64,
 }
 
 /// Compaction bookkeeping shared with the background thread.
@@ -115,12 +128,7 @@ impl Shared {
             return;
         }
         let disk = Counters::get(&self.counters.disk_bytes);
-        let live = self
-            .keydir
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .live_record_bytes();
-        let dead = disk.saturating_sub(live);
+        let dead = self.dead_bytes();
         let floor = self.compaction.dead_after_last.load(Ordering::Relaxed);
         let due = dead as f64 > self.opts.compaction_ratio * disk as f64
             && dead > self.opts.compaction_min_bytes
@@ -144,12 +152,29 @@ impl Shared {
             .name("kvstore-compaction".into())
             .spawn(move || match me.compact(false) {
                 Ok(r) => tracing::info!(?r, "background compaction finished"),
-                Err(e) => tracing::warn!(error = %e, "background compaction failed"),
+                Err(e) => {
+                    // Retrying at once would most likely fail the same way (a
+                    // damaged record stays damaged): wait for more dead bytes.
+                    me.compaction
+                        .dead_after_last
+                        .store(me.dead_bytes(), Ordering::Relaxed);
+                    tracing::warn!(error = %e, "background compaction failed");
+                }
             });
         match spawned {
             Ok(h) => *slot = Some(h),
             Err(e) => tracing::warn!(error = %e, "could not start compaction thread"),
         }
+    }
+
+    /// Disk bytes not holding a live record.
+    fn dead_bytes(&self) -> u64 {
+        let live = self
+            .keydir
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .live_record_bytes();
+        Counters::get(&self.counters.disk_bytes).saturating_sub(live)
     }
 
     fn compact(&self, on_demand: bool) -> Result<CompactionReport> {
@@ -189,7 +214,8 @@ impl Shared {
                 ..CompactionReport::default()
             });
         };
-        let mut moves: Vec<(Key, Entry, Entry)> = Vec::new();
+        let mut moves: Vec<Move> = Vec::new();
+        let rewrite_started = Instant::now();
         let outputs = match self.write_outputs(&inputs, newest, &mut moves) {
             Ok(o) => o,
             Err(e) => {
@@ -197,6 +223,7 @@ impl Shared {
                 return Err(e);
             }
         };
+        let rewrite_ms = elapsed_ms(rewrite_started);
         let input_ids: Vec<SegmentId> = inputs.iter().map(|s| s.id()).collect();
         let output_ids: Vec<SegmentId> = outputs.iter().map(|o| o.id).collect();
         self.install(&input_ids, &output_ids).inspect_err(|_| {
@@ -206,7 +233,9 @@ impl Shared {
         let input_bytes: u64 = inputs.iter().map(|s| s.len()).sum();
         let output_bytes: u64 = outputs.iter().map(|o| o.len).sum();
         drop(inputs);
+        let retire_started = Instant::now();
         self.retire(&input_ids)?;
+        let retire_ms = elapsed_ms(retire_started);
 
         let c = &self.counters;
         Counters::add(&c.compactions, 1);
@@ -214,15 +243,9 @@ impl Shared {
         Counters::add(&c.reclaimed_bytes, reclaimed);
         let duration_ms = elapsed_ms(started);
         c.last_compaction_ms.store(duration_ms, Ordering::Relaxed);
-        let disk = Counters::get(&c.disk_bytes);
-        let live = self
-            .keydir
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .live_record_bytes();
         self.compaction
             .dead_after_last
-            .store(disk.saturating_sub(live), Ordering::Relaxed);
+            .store(self.dead_bytes(), Ordering::Relaxed);
         Ok(CompactionReport {
             reclaimed_bytes: reclaimed,
             segments_before,
@@ -230,80 +253,208 @@ impl Shared {
             live_bytes_rewritten: output_bytes
                 .saturating_sub(FILE_HEADER_LEN as u64 * outputs.len() as u64),
             duration_ms,
+            rewrite_ms,
+            retire_ms,
         })
     }
 
-    /// Step 3: copy live records into `.tmp` outputs; fills `moves`.
+    /// Step 3: copy live records into `.tmp` outputs; fills `moves`, in key order.
     fn write_outputs(
         &self,
         inputs: &[Arc<SealedSegment>],
         newest: SegmentId,
-        moves: &mut Vec<(Key, Entry, Entry)>,
+        moves: &mut Vec<Move>,
     ) -> Result<Vec<Output>> {
         let now = self.opts.clock.now_ms();
-        let mut outputs = Vec::new();
-        let mut next = newest.0 + 1;
-        let mut out = OutputBuf::new(self.output_id(newest, next)?);
-        for seg in inputs {
+        moves.reserve(self.keydir.read().unwrap_or_else(|p| p.into_inner()).len());
+        self.collect_live(inputs, now, moves)?;
+        // Copy in file order, so inputs are read sequentially and each output
+        // keeps the relative order of its records. The copy reads only `order`
+        // and the inputs: touching `moves` (in key order) from it cost a cache
+        // miss per record.
+        let mut order: Vec<Slot> = Vec::with_capacity(moves.len());
+        for (i, m) in moves.iter().enumerate() {
+            // `collect_live` took only entries pointing into an input.
+            if let Ok(input) = inputs.binary_search_by_key(&m.old.segment, |s| s.id()) {
+                order.push(Slot {
+                    input: u32::try_from(input).map_err(|_| too_many("segments"))?,
+                    offset: m.old.offset,
+                    len: len_u32(record::encoded_len(
+                        m.key.len(),
+                        m.old.value_len as usize,
+                        m.old.expiry,
+                    )),
+                    index: u32::try_from(i).map_err(|_| too_many("live keys"))?,
+                });
+            }
+        }
+        order.sort_unstable_by_key(|s| u64::from(s.input) << 32 | u64::from(s.offset));
+        let plan = self.plan_outputs(&order, newest)?;
+
+        // Each worker writes and syncs whole outputs; `placed[n]` says where
+        // `order[n]` went.
+        let mut placed = vec![Placed::default(); order.len()];
+        let mut parts: Vec<(&OutputPlan, &[Slot], &mut [Placed])> = Vec::new();
+        let mut rest = placed.as_mut_slice();
+        for p in &plan {
+            let (mine, tail) = rest.split_at_mut(p.slots.len());
+            parts.push((p, &order[p.slots.clone()], mine));
+            rest = tail;
+        }
+        let workers = self.opts.compaction_threads.clamp(1, plan.len().max(1));
+        let mut shares: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+        for (n, part) in parts.into_iter().enumerate() {
+            shares[n % workers].push(part);
+        }
+        let mut outputs = std::thread::scope(|scope| -> Result<Vec<Output>> {
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    scope.spawn(move || -> Result<Vec<Output>> {
+                        share
+                            .into_iter()
+                            .map(|(p, slots, placed)| self.write_output(inputs, p, slots, placed))
+                            .collect()
+                    })
+                })
+                .collect();
+            let mut outputs = Vec::new();
+            let mut first_error = None;
+            for h in handles {
+                match h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+                    Ok(o) => outputs.extend(o),
+                    Err(e) => first_error = first_error.or(Some(e)),
+                }
+            }
+            first_error.map_or(Ok(outputs), Err)
+        })?;
+        outputs.sort_by_key(|o| o.id);
+
+        let mut n = 0;
+        for p in &plan {
+            for _ in p.slots.clone() {
+                let m = &mut moves[order[n].index as usize];
+                m.to = p.id;
+                m.offset = placed[n].offset;
+                m.check = placed[n].check;
+                n += 1;
+            }
+        }
+        verify_moves(moves)?;
+        Ok(outputs)
+    }
+
+    /// Splits `order` into outputs of at most `segment_bytes` (or one record).
+    fn plan_outputs(&self, order: &[Slot], newest: SegmentId) -> Result<Vec<OutputPlan>> {
+        let mut plan = Vec::new();
+        let mut start = 0;
+        let mut len = FILE_HEADER_LEN as u64;
+        for (n, s) in order.iter().enumerate() {
+            if n > start && len + u64::from(s.len) > self.opts.segment_bytes {
+                plan.push((start..n, len));
+                start = n;
+                len = FILE_HEADER_LEN as u64;
+            }
+            len += u64::from(s.len);
+        }
+        if order.len() > start {
+            plan.push((start..order.len(), len));
+        }
+        plan.into_iter()
+            .enumerate()
+            .map(|(k, (slots, len))| {
+                Ok(OutputPlan {
+                    id: self.output_id(newest, newest.0 + 1 + k as u64)?,
+                    slots,
+                    len,
+                })
+            })
+            .collect()
+    }
+
+    /// Copies the records `slots` names into the output `plan` describes,
+    /// made durable.
+    fn write_output(
+        &self,
+        inputs: &[Arc<SealedSegment>],
+        plan: &OutputPlan,
+        slots: &[Slot],
+        placed: &mut [Placed],
+    ) -> Result<Output> {
+        let mut out = self.create_output(plan)?;
+        for (n, (slot, placed)) in slots.iter().zip(placed).enumerate() {
+            if n % STOP_CHECK_EVERY == 0 && self.compaction.stopping.load(Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
+            let input = &inputs[slot.input as usize];
+            let (rec, bytes) = put_record_bytes(input, slot.offset, slot.len)?;
+            placed.offset = out.push(&rec, bytes)?;
+            placed.check = fingerprint(rec.key, len_u32(rec.value.len()), rec.expiry);
+        }
+        out.finish()
+    }
+
+    /// Every unexpired keydir entry that points into an input, in key order.
+    /// Walking the keydir costs one descent per chunk, where looking up each
+    /// scanned record cost one random descent per record, live or dead.
+    fn collect_live(
+        &self,
+        inputs: &[Arc<SealedSegment>],
+        now: u64,
+        moves: &mut Vec<Move>,
+    ) -> Result<()> {
+        let ids: Vec<SegmentId> = inputs.iter().map(|s| s.id()).collect();
+        let mut after: Option<Key> = None;
+        loop {
             if self.compaction.stopping.load(Ordering::SeqCst) {
                 return Err(Error::Closed);
             }
-            // Collect first: the visitor cannot do I/O or return errors.
-            let mut live: Vec<(u32, usize, Entry, Key)> = Vec::new();
-            let kd = &self.keydir;
-            scan(
-                seg.bytes(),
-                FILE_HEADER_LEN,
-                OnDamage::Resync,
-                |offset, rec| {
-                    if rec.kind != RecordKind::Put || (rec.expiry != 0 && rec.expiry <= now) {
-                        return;
+            let mut visited = 0;
+            let mut last = None;
+            {
+                // A short read-lock hold per chunk keeps writers waiting briefly.
+                let kd = self.keydir.read().unwrap_or_else(|p| p.into_inner());
+                kd.scan(b"", after.as_deref(), now, |key, e| {
+                    if ids.binary_search(&e.segment).is_ok() {
+                        moves.push(Move {
+                            key: Key::from_slice(key),
+                            old: *e,
+                            to: e.segment,
+                            offset: e.offset,
+                            check: 0,
+                        });
                     }
-                    let cur = kd.read().unwrap_or_else(|p| p.into_inner()).get(rec.key);
-                    if let Some(e) = cur.filter(|e| e.segment == seg.id() && e.offset == offset) {
-                        live.push((offset, rec.encoded_len(), e, Key::from_slice(rec.key)));
+                    visited += 1;
+                    if visited == SWAP_CHUNK {
+                        last = Some(Key::from_slice(key));
+                        return false;
                     }
-                },
-            );
-            let bytes = seg.bytes();
-            for (offset, len, old, key) in live {
-                let start = offset as usize;
-                let Some(record) = bytes.get(start..start + len) else {
-                    continue;
-                };
-                if out.has_records() && (out.buf.len() + len) as u64 > self.opts.segment_bytes {
-                    outputs.push(self.finish_output(out)?);
-                    next += 1;
-                    out = OutputBuf::new(self.output_id(newest, next)?);
-                }
-                let new_offset =
-                    u32::try_from(out.buf.len()).map_err(|_| Error::BatchTooLarge {
-                        len: out.buf.len() as u64,
-                        max: u64::from(u32::MAX),
-                    })?;
-                out.hint.push(&HintEntry {
-                    kind: RecordKind::Put,
-                    expiry: old.expiry,
-                    offset: new_offset,
-                    value_len: old.value_len,
-                    key: &key,
+                    true
                 });
-                out.buf.extend_from_slice(record);
-                moves.push((
-                    key,
-                    old,
-                    Entry {
-                        segment: out.id,
-                        offset: new_offset,
-                        ..old
-                    },
-                ));
+            }
+            match last {
+                Some(k) => after = Some(k),
+                None => return Ok(()),
             }
         }
-        if out.has_records() {
-            outputs.push(self.finish_output(out)?);
+    }
+
+    fn create_output(&self, plan: &OutputPlan) -> Result<OutputFile> {
+        let id = plan.id;
+        let count = u32::try_from(plan.slots.len()).map_err(|_| too_many("live keys"))?;
+        let mut buf = Vec::with_capacity(OUTPUT_BUF);
+        FileHeader {
+            kind: FileKind::Segment,
+            segment: id,
         }
-        Ok(outputs)
+        .encode(&mut buf);
+        Ok(OutputFile {
+            id,
+            seg: TmpFile::create(&*self.opts.fs, dir::segment_path(&self.dir, id))?,
+            hint_file: TmpFile::create(&*self.opts.fs, dir::hint_path(&self.dir, id))?,
+            buf,
+            hint: HintStream::new(id, plan.len, count),
+        })
     }
 
     fn output_id(&self, newest: SegmentId, candidate: u64) -> Result<SegmentId> {
@@ -314,26 +465,6 @@ impl Shared {
             });
         }
         Ok(SegmentId(candidate))
-    }
-
-    fn finish_output(&self, out: OutputBuf) -> Result<Output> {
-        let fs = &*self.opts.fs;
-        let seg_tmp = dir::tmp_path(&dir::segment_path(&self.dir, out.id));
-        let hint_tmp = dir::tmp_path(&dir::hint_path(&self.dir, out.id));
-        let hint = out.hint.finish_with_segment_len(out.buf.len() as u64);
-        for (path, bytes) in [(&seg_tmp, &out.buf), (&hint_tmp, &hint)] {
-            let mut f = fs
-                .open_append(path)
-                .map_err(|e| Error::io("creating", path, e))?;
-            f.set_len(0).map_err(|e| Error::io("truncating", path, e))?;
-            f.write_all(bytes)
-                .map_err(|e| Error::io("writing", path, e))?;
-            f.sync().map_err(|e| Error::io("syncing", path, e))?;
-        }
-        Ok(Output {
-            id: out.id,
-            len: out.buf.len() as u64,
-        })
     }
 
     /// Step 4: manifest, then outputs into place.
@@ -383,7 +514,7 @@ impl Shared {
         &self,
         inputs: &[Arc<SealedSegment>],
         outputs: &[Output],
-        moves: &[(Key, Entry, Entry)],
+        moves: &[Move],
     ) -> Result<()> {
         let mut mapped = Vec::with_capacity(outputs.len());
         for o in outputs {
@@ -403,10 +534,10 @@ impl Shared {
             }
         }
         for chunk in moves.chunks(SWAP_CHUNK) {
-            let mut kd = self.keydir.write().unwrap_or_else(|p| p.into_inner());
-            for (key, old, new) in chunk {
-                kd.relocate(key, old, *new);
-            }
+            self.keydir
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .relocate_sorted(chunk.iter().map(|m| (&m.key, &m.old, m.new_entry())));
         }
         let c = &self.counters;
         {
@@ -461,30 +592,209 @@ impl Shared {
     }
 }
 
-/// An output being filled: its bytes and its hint.
-struct OutputBuf {
+/// An output being filled: its two `.tmp` files, the segment bytes not yet
+/// written, and its hint.
+struct OutputFile {
     id: SegmentId,
+    seg: TmpFile,
+    hint_file: TmpFile,
     buf: Vec<u8>,
-    hint: HintWriter,
+    hint: HintStream,
 }
 
-impl OutputBuf {
-    fn new(id: SegmentId) -> OutputBuf {
-        let mut buf = Vec::new();
-        FileHeader {
-            kind: FileKind::Segment,
-            segment: id,
+impl OutputFile {
+    /// Appends a record (its exact bytes) and its hint entry; returns its offset.
+    fn push(&mut self, rec: &RecordRef<'_>, bytes: &[u8]) -> Result<u32> {
+        let len = self.seg.written + self.buf.len() as u64;
+        let offset = u32::try_from(len).map_err(|_| Error::BatchTooLarge {
+            len,
+            max: u64::from(u32::MAX),
+        })?;
+        if self.buf.len() + bytes.len() > OUTPUT_BUF {
+            self.seg.append(&self.buf)?;
+            self.buf.clear();
         }
-        .encode(&mut buf);
-        OutputBuf {
-            id,
-            buf,
-            hint: HintWriter::new(id, 0),
+        self.buf.extend_from_slice(bytes);
+        self.hint.push(&HintEntry {
+            kind: RecordKind::Put,
+            expiry: rec.expiry,
+            offset,
+            value_len: len_u32(rec.value.len()),
+            key: rec.key,
+        });
+        if self.hint.pending_len() > OUTPUT_BUF {
+            let file = &mut self.hint_file;
+            self.hint.take(|b| file.append(b))?;
         }
+        Ok(offset)
     }
 
-    fn has_records(&self) -> bool {
-        self.buf.len() > FILE_HEADER_LEN
+    /// Writes the rest of both files and makes them durable.
+    fn finish(mut self) -> Result<Output> {
+        self.seg.append(&self.buf)?;
+        let rest = self.hint.finish().ok_or_else(|| {
+            Error::io(
+                "writing",
+                &self.hint_file.path,
+                std::io::Error::other("fewer hint entries than planned"),
+            )
+        })?;
+        self.hint_file.append(&rest)?;
+        self.seg.sync()?;
+        self.hint_file.sync()?;
+        Ok(Output {
+            id: self.id,
+            len: self.seg.written,
+        })
+    }
+}
+
+/// A `.tmp` file being written from its start.
+struct TmpFile {
+    path: PathBuf,
+    file: Box<dyn AppendFile>,
+    written: u64,
+}
+
+impl TmpFile {
+    /// Creates (or empties) the `.tmp` of `path`.
+    fn create(fs: &dyn Fs, path: PathBuf) -> Result<TmpFile> {
+        let path = dir::tmp_path(&path);
+        let mut file = fs
+            .open_append(&path)
+            .map_err(|e| Error::io("creating", &path, e))?;
+        file.set_len(0)
+            .map_err(|e| Error::io("truncating", &path, e))?;
+        Ok(TmpFile {
+            path,
+            file,
+            written: 0,
+        })
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io("writing", &self.path, e))?;
+        // Writeback of what is written runs beside the copy of what follows.
+        self.file.start_sync(self.written, bytes.len() as u64);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.file
+            .sync()
+            .map_err(|e| Error::io("syncing", &self.path, e))
+    }
+}
+
+/// A live record being moved: its key, the keydir entry it had, and where it
+/// was copied, with a check that the record copied is the one the keydir named.
+struct Move {
+    key: Key,
+    old: Entry,
+    to: SegmentId,
+    offset: u32,
+    check: u32,
+}
+
+impl Move {
+    fn new_entry(&self) -> Entry {
+        Entry {
+            segment: self.to,
+            offset: self.offset,
+            ..self.old
+        }
+    }
+}
+
+/// Every move was copied (outputs and inputs never share an id), and copied
+/// from the record its keydir entry named.
+fn verify_moves(moves: &[Move]) -> Result<()> {
+    for m in moves {
+        if m.to == m.old.segment || m.check != fingerprint(&m.key, m.old.value_len, m.old.expiry) {
+            return Err(Error::Corrupt {
+                segment: m.old.segment,
+                offset: u64::from(m.old.offset),
+                reason: super::format::DecodeError::Invalid {
+                    field: "record key",
+                    value: m.key.len() as u64,
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+fn fingerprint(key: &[u8], value_len: u32, expiry: u64) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(key);
+    h.update(&value_len.to_le_bytes());
+    h.update(&expiry.to_le_bytes());
+    h.finalize()
+}
+
+fn len_u32(len: usize) -> u32 {
+    // Records passed the engine's length limits, far below u32::MAX.
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// The put record at `offset` in `input`, `len` bytes long as its keydir entry
+/// says, and its exact bytes, checksum verified.
+fn put_record_bytes(
+    input: &SealedSegment,
+    offset: u32,
+    len: u32,
+) -> Result<(RecordRef<'_>, &[u8])> {
+    let corrupt = |reason| Error::Corrupt {
+        segment: input.id(),
+        offset: u64::from(offset),
+        reason,
+    };
+    let from = input.bytes().get(offset as usize..).unwrap_or(&[]);
+    let rec = record::decode(from).map_err(corrupt)?;
+    if rec.kind != RecordKind::Put || rec.encoded_len() != len as usize {
+        return Err(corrupt(super::format::DecodeError::Invalid {
+            field: "record kind or length",
+            value: rec.encoded_len() as u64,
+        }));
+    }
+    let bytes = from.get(..rec.encoded_len()).unwrap_or(from);
+    Ok((rec, bytes))
+}
+
+/// A live record to copy, in the order records are copied (by location).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Slot {
+    input: u32,
+    offset: u32,
+    len: u32,
+    /// Index into the moves.
+    index: u32,
+}
+
+/// Where in its output a record was copied, and a check of what was copied.
+#[derive(Debug, Clone, Copy, Default)]
+struct Placed {
+    offset: u32,
+    check: u32,
+}
+
+/// An output to write: its id, the range of `order` it holds, and its length.
+struct OutputPlan {
+    id: SegmentId,
+    slots: Range<usize>,
+    len: u64,
+}
+
+fn too_many(what: &'static str) -> Error {
+    Error::InvalidOption {
+        name: "compaction",
+        reason: match what {
+            "segments" => "more than 2^32 segments to compact",
+            _ => "more than 2^32 live keys to compact",
+        },
     }
 }
 

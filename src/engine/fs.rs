@@ -20,6 +20,12 @@ pub trait AppendFile: Send + Debug {
     fn sync(&mut self) -> io::Result<()>;
     /// Truncates or extends the file to `len` bytes.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Starts writing `len` bytes at `offset` to the device without waiting for
+    /// them, so a later `sync` has less left to do. Only a hint: it promises no
+    /// durability, and an I/O error it meets surfaces at `sync`.
+    fn start_sync(&mut self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
 
 /// The operations through which the engine modifies the data directory.
@@ -50,6 +56,18 @@ impl AppendFile for StdAppendFile {
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    #[cfg(target_os = "linux")]
+    fn start_sync(&mut self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the fd is
+        // open for as long as `self.0` lives.
+        let _ = unsafe {
+            libc::sync_file_range(self.0.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
     }
 }
 
@@ -180,6 +198,9 @@ impl AppendFile for FaultyAppendFile {
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         check(&self.state, FsOp::SetLen)?;
         self.inner.set_len(len)
+    }
+    fn start_sync(&mut self, offset: u64, len: u64) {
+        self.inner.start_sync(offset, len);
     }
 }
 

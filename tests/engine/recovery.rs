@@ -156,6 +156,40 @@ fn a_flipped_byte_read_through_a_hint_is_a_corrupt_error_not_wrong_data() {
     assert_keys_intact(&db, (0..200).filter(|&i| i != damaged));
 }
 
+#[test]
+fn a_damaged_live_record_fails_compaction_which_then_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (damaged, _) = flipped_fixture(d.path());
+    let files_before = data_files(d.path());
+
+    let (db, _) = Engine::open(d.path(), tiny()).unwrap();
+    let err = db.compact().unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    // Dropping the record would turn "corrupt" into "absent" for good; instead
+    // every key reads as before and no output is left behind.
+    assert!(err_text(&db, damaged).contains("corrupt record"));
+    assert_keys_intact(&db, (0..200).filter(|&i| i != damaged));
+    db.close().unwrap();
+    let after = data_files(d.path());
+    for f in files_before.iter().filter(|f| !f.ends_with("wal.log")) {
+        assert!(after.contains(f), "{f:?} was removed: {after:?}");
+    }
+    let names: Vec<_> = after
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.ends_with(".tmp") && !n.ends_with("COMPACTION")),
+        "{names:?}"
+    );
+
+    let (db, _) = Engine::open(d.path(), tiny()).unwrap();
+    assert!(err_text(&db, damaged).contains("corrupt record"));
+    assert_keys_intact(&db, (0..200).filter(|&i| i != damaged));
+}
+
 fn err_text(db: &Engine, i: usize) -> String {
     db.get(&key(i)).unwrap_err().to_string()
 }

@@ -64,21 +64,8 @@ impl HintWriter {
 
     /// Adds one entry.
     pub fn push(&mut self, e: &HintEntry<'_>) {
-        self.buf.push(e.kind as u8);
-        self.buf.extend_from_slice(&e.expiry.to_le_bytes());
-        self.buf.extend_from_slice(&e.offset.to_le_bytes());
-        let key_len = u32::try_from(e.key.len()).unwrap_or(u32::MAX);
-        self.buf.extend_from_slice(&key_len.to_le_bytes());
-        self.buf.extend_from_slice(&e.value_len.to_le_bytes());
-        self.buf.extend_from_slice(e.key);
+        encode_entry(&mut self.buf, e);
         self.count += 1;
-    }
-
-    /// Finishes the file for a segment whose length became known only now
-    /// (compaction outputs grow while their hint is built).
-    pub fn finish_with_segment_len(mut self, segment_len: u64) -> Vec<u8> {
-        self.buf[FILE_HEADER_LEN..FILE_HEADER_LEN + 8].copy_from_slice(&segment_len.to_le_bytes());
-        self.finish()
     }
 
     /// Finishes the file: fills in the count and appends the checksum.
@@ -87,6 +74,76 @@ impl HintWriter {
         let crc = crc32fast::hash(&self.buf);
         self.buf.extend_from_slice(&crc.to_le_bytes());
         self.buf
+    }
+}
+
+fn encode_entry(buf: &mut Vec<u8>, e: &HintEntry<'_>) {
+    buf.push(e.kind as u8);
+    buf.extend_from_slice(&e.expiry.to_le_bytes());
+    buf.extend_from_slice(&e.offset.to_le_bytes());
+    let key_len = u32::try_from(e.key.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&key_len.to_le_bytes());
+    buf.extend_from_slice(&e.value_len.to_le_bytes());
+    buf.extend_from_slice(e.key);
+}
+
+/// Writes a hint file in pieces, for a segment whose length and entry count
+/// are known before its first entry (compaction outputs): the bytes are the
+/// same [`HintWriter`] would build, without holding the whole file in memory.
+#[derive(Debug)]
+pub struct HintStream {
+    pending: Vec<u8>,
+    crc: crc32fast::Hasher,
+    left: u32,
+}
+
+impl HintStream {
+    /// Starts the hint of `segment`, `segment_len` bytes long, with `count` entries.
+    pub fn new(segment: SegmentId, segment_len: u64, count: u32) -> HintStream {
+        let mut pending = Vec::with_capacity(64 << 10);
+        FileHeader {
+            kind: FileKind::Hint,
+            segment,
+        }
+        .encode(&mut pending);
+        pending.extend_from_slice(&segment_len.to_le_bytes());
+        pending.extend_from_slice(&count.to_le_bytes());
+        HintStream {
+            pending,
+            crc: crc32fast::Hasher::new(),
+            left: count,
+        }
+    }
+
+    /// Adds one entry.
+    pub fn push(&mut self, e: &HintEntry<'_>) {
+        encode_entry(&mut self.pending, e);
+        self.left = self.left.saturating_sub(1);
+    }
+
+    /// Bytes added since the last [`HintStream::take`].
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Hands the bytes added since the last call to `write`.
+    pub fn take<E>(&mut self, write: impl FnOnce(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        self.crc.update(&self.pending);
+        write(&self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The rest of the file, checksum included; `None` when fewer entries were
+    /// pushed than declared (the file would not parse as what it claims).
+    pub fn finish(mut self) -> Option<Vec<u8>> {
+        if self.left != 0 {
+            return None;
+        }
+        self.crc.update(&self.pending);
+        let crc = self.crc.finalize();
+        self.pending.extend_from_slice(&crc.to_le_bytes());
+        Some(self.pending)
     }
 }
 
@@ -214,6 +271,41 @@ mod tests {
             key: b"beta",
         });
         w.finish()
+    }
+
+    #[test]
+    fn a_streamed_hint_is_the_bytes_a_built_one_is() {
+        let entries: Vec<(Vec<u8>, u32)> = (0..5000u32)
+            .map(|i| (format!("key{i}").into_bytes(), i * 40))
+            .collect();
+        fn entry((key, offset): &(Vec<u8>, u32)) -> HintEntry<'_> {
+            HintEntry {
+                kind: RecordKind::Put,
+                expiry: u64::from(*offset % 3),
+                offset: *offset,
+                value_len: 9,
+                key,
+            }
+        }
+        let mut built = HintWriter::new(SegmentId(3), 77_000);
+        let mut stream = HintStream::new(SegmentId(3), 77_000, 5000);
+        let mut streamed = Vec::new();
+        for (n, e) in entries.iter().enumerate() {
+            built.push(&entry(e));
+            stream.push(&entry(e));
+            if n % 700 == 0 {
+                stream
+                    .take(|b| {
+                        streamed.extend_from_slice(b);
+                        Ok::<(), ()>(())
+                    })
+                    .unwrap();
+            }
+        }
+        streamed.extend(stream.finish().unwrap());
+        assert_eq!(streamed, built.finish());
+        assert_eq!(Hint::parse(&streamed).unwrap().len(), 5000);
+        assert!(HintStream::new(SegmentId(3), 0, 1).finish().is_none());
     }
 
     #[test]
