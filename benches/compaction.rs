@@ -1,7 +1,8 @@
 //! Compaction: how fast live data is rewritten (MB/s), and the p99 latency of
 //! writes while a compaction runs compared with no compaction.
 //!
-//! `cargo bench --no-default-features --bench compaction`; under `cargo test
+//! `cargo bench --no-default-features --bench compaction` (set `COMPACTION_THREADS`
+//! to override the default worker count); under `cargo test
 //! --benches` (no `--bench` argument) it runs tiny sizes once as a smoke test.
 #![allow(clippy::unwrap_used, reason = "a bench fails loudly")]
 
@@ -64,6 +65,11 @@ fn main() {
         sync: SyncMode::Never,
         segment_bytes: if bench { 64 << 20 } else { 64 << 10 },
         background_compaction: false,
+        // COMPACTION_THREADS=1 compares against the default (2).
+        compaction_threads: std::env::var("COMPACTION_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(Options::default().compaction_threads),
         ..Options::default()
     };
     let (db, _) = Engine::open(dir.path(), opts).unwrap();

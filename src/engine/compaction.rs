@@ -267,28 +267,22 @@ impl Shared {
     ) -> Result<Vec<Output>> {
         let now = self.opts.clock.now_ms();
         moves.reserve(self.keydir.read().unwrap_or_else(|p| p.into_inner()).len());
-        self.collect_live(inputs, now, moves)?;
+        let per_input = self.collect_live(inputs, now, moves)?;
+        let workers = self.opts.compaction_threads.max(1);
         // Copy in file order, so inputs are read sequentially and each output
         // keeps the relative order of its records. The copy reads only `order`
         // and the inputs: touching `moves` (in key order) from it cost a cache
-        // miss per record.
-        let mut order: Vec<Slot> = Vec::with_capacity(moves.len());
-        for (i, m) in moves.iter().enumerate() {
-            // `collect_live` took only entries pointing into an input.
-            if let Ok(input) = inputs.binary_search_by_key(&m.old.segment, |s| s.id()) {
-                order.push(Slot {
-                    input: u32::try_from(input).map_err(|_| too_many("segments"))?,
-                    offset: m.old.offset,
-                    len: len_u32(record::encoded_len(
-                        m.key.len(),
-                        m.old.value_len as usize,
-                        m.old.expiry,
-                    )),
-                    index: u32::try_from(i).map_err(|_| too_many("live keys"))?,
-                });
-            }
-        }
-        order.sort_unstable_by_key(|s| u64::from(s.input) << 32 | u64::from(s.offset));
+        // miss per record. Groups of consecutive inputs are ordered in parallel
+        // and concatenated.
+        let parts = std::thread::scope(|scope| -> Result<Vec<Vec<Slot>>> {
+            let moves: &[Move] = moves;
+            let handles: Vec<_> = input_groups(&per_input, workers)
+                .into_iter()
+                .map(|group| scope.spawn(move || file_order(inputs, moves, group)))
+                .collect();
+            handles.into_iter().map(join_worker).collect()
+        })?;
+        let order = parts.concat();
         let plan = self.plan_outputs(&order, newest)?;
 
         // Each worker writes and syncs whole outputs; `placed[n]` says where
@@ -301,12 +295,12 @@ impl Shared {
             parts.push((p, &order[p.slots.clone()], mine));
             rest = tail;
         }
-        let workers = self.opts.compaction_threads.clamp(1, plan.len().max(1));
+        let workers = workers.min(plan.len().max(1));
         let mut shares: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
         for (n, part) in parts.into_iter().enumerate() {
             shares[n % workers].push(part);
         }
-        let mut outputs = std::thread::scope(|scope| -> Result<Vec<Output>> {
+        let mut outputs = std::thread::scope(|scope| -> Result<Vec<Vec<Output>>> {
             let handles: Vec<_> = shares
                 .into_iter()
                 .map(|share| {
@@ -318,16 +312,11 @@ impl Shared {
                     })
                 })
                 .collect();
-            let mut outputs = Vec::new();
-            let mut first_error = None;
-            for h in handles {
-                match h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
-                    Ok(o) => outputs.extend(o),
-                    Err(e) => first_error = first_error.or(Some(e)),
-                }
-            }
-            first_error.map_or(Ok(outputs), Err)
-        })?;
+            handles.into_iter().map(join_worker).collect()
+        })?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
         outputs.sort_by_key(|o| o.id);
 
         let mut n = 0;
@@ -394,7 +383,8 @@ impl Shared {
         out.finish()
     }
 
-    /// Every unexpired keydir entry that points into an input, in key order.
+    /// Every unexpired keydir entry that points into an input, in key order;
+    /// returns how many point into each input.
     /// Walking the keydir costs one descent per chunk, where looking up each
     /// scanned record cost one random descent per record, live or dead.
     fn collect_live(
@@ -402,8 +392,9 @@ impl Shared {
         inputs: &[Arc<SealedSegment>],
         now: u64,
         moves: &mut Vec<Move>,
-    ) -> Result<()> {
+    ) -> Result<Vec<usize>> {
         let ids: Vec<SegmentId> = inputs.iter().map(|s| s.id()).collect();
+        let mut per_input = vec![0; ids.len()];
         let mut after: Option<Key> = None;
         loop {
             if self.compaction.stopping.load(Ordering::SeqCst) {
@@ -415,7 +406,8 @@ impl Shared {
                 // A short read-lock hold per chunk keeps writers waiting briefly.
                 let kd = self.keydir.read().unwrap_or_else(|p| p.into_inner());
                 kd.scan(b"", after.as_deref(), now, |key, e| {
-                    if ids.binary_search(&e.segment).is_ok() {
+                    if let Ok(input) = ids.binary_search(&e.segment) {
+                        per_input[input] += 1;
                         moves.push(Move {
                             key: Key::from_slice(key),
                             old: *e,
@@ -434,7 +426,7 @@ impl Shared {
             }
             match last {
                 Some(k) => after = Some(k),
-                None => return Ok(()),
+                None => return Ok(per_input),
             }
         }
     }
@@ -762,6 +754,60 @@ fn put_record_bytes(
     }
     let bytes = from.get(..rec.encoded_len()).unwrap_or(from);
     Ok((rec, bytes))
+}
+
+/// Splits inputs into at most `workers` runs of consecutive inputs holding
+/// about equal numbers of the live records (`per_input`).
+fn input_groups(per_input: &[usize], workers: usize) -> Vec<Range<usize>> {
+    let total: usize = per_input.iter().sum();
+    let share = total.div_ceil(workers.max(1)).max(1);
+    let mut groups = Vec::new();
+    let (mut start, mut acc) = (0, 0);
+    for (i, n) in per_input.iter().enumerate() {
+        acc += n;
+        if acc >= share && groups.len() + 1 < workers {
+            groups.push(start..i + 1);
+            (start, acc) = (i + 1, 0);
+        }
+    }
+    if start < per_input.len() {
+        groups.push(start..per_input.len());
+    }
+    groups
+}
+
+/// The moves into inputs `group`, sorted by location.
+fn file_order(
+    inputs: &[Arc<SealedSegment>],
+    moves: &[Move],
+    group: Range<usize>,
+) -> Result<Vec<Slot>> {
+    let mut order = Vec::new();
+    for (i, m) in moves.iter().enumerate() {
+        // `collect_live` took only entries pointing into an input.
+        let Ok(input) = inputs.binary_search_by_key(&m.old.segment, |s| s.id()) else {
+            continue;
+        };
+        if group.contains(&input) {
+            order.push(Slot {
+                input: u32::try_from(input).map_err(|_| too_many("segments"))?,
+                offset: m.old.offset,
+                len: len_u32(record::encoded_len(
+                    m.key.len(),
+                    m.old.value_len as usize,
+                    m.old.expiry,
+                )),
+                index: u32::try_from(i).map_err(|_| too_many("live keys"))?,
+            });
+        }
+    }
+    order.sort_unstable_by_key(|s| u64::from(s.input) << 32 | u64::from(s.offset));
+    Ok(order)
+}
+
+/// A worker's result; a worker's panic is this thread's.
+fn join_worker<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// A live record to copy, in the order records are copied (by location).

@@ -123,3 +123,63 @@ impl Options {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_out_of_range_setting_is_named() {
+        assert!(Options::default().validate().is_ok());
+        let cases: Vec<(&str, Options)> = vec![
+            (
+                "segment_bytes",
+                Options {
+                    segment_bytes: MIN_SEGMENT_BYTES - 1,
+                    ..Options::default()
+                },
+            ),
+            (
+                "max_key_bytes",
+                Options {
+                    max_key_bytes: 0,
+                    ..Options::default()
+                },
+            ),
+            (
+                "sync",
+                Options {
+                    sync: SyncMode::Periodic(Duration::ZERO),
+                    ..Options::default()
+                },
+            ),
+            (
+                "compaction_ratio",
+                Options {
+                    compaction_ratio: 0.0,
+                    ..Options::default()
+                },
+            ),
+            (
+                "compaction_threads",
+                Options {
+                    compaction_threads: 0,
+                    ..Options::default()
+                },
+            ),
+            (
+                "expiry_sweep_interval",
+                Options {
+                    expiry_sweep_interval: Duration::ZERO,
+                    ..Options::default()
+                },
+            ),
+        ];
+        for (want, opts) in cases {
+            match opts.validate() {
+                Err(Error::InvalidOption { name, .. }) => assert_eq!(name, want),
+                other => panic!("{want}: expected InvalidOption, got {other:?}"),
+            }
+        }
+    }
+}
