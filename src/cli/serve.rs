@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// ... and exceed this many bytes.
     #[arg(long, default_value_t = 64 << 20)]
     pub compaction_min_bytes: u64,
+    /// Threads a compaction copies with (fewer leave more CPU to requests).
+    #[arg(long, default_value_t = Options::default().compaction_threads)]
+    pub compaction_threads: usize,
 }
 
 impl ServeArgs {
@@ -86,6 +89,7 @@ impl ServeArgs {
             max_value_bytes: self.max_body_bytes.max(16 << 20),
             compaction_ratio: self.compaction_ratio,
             compaction_min_bytes: self.compaction_min_bytes,
+            compaction_threads: self.compaction_threads,
             observer: Some(fsync.clone()),
             ..Options::default()
         };

@@ -167,6 +167,7 @@ fn invalid_option_values_are_refused_before_opening() {
             "0",
         ],
         &["--data-dir", d, "--workers", "0"],
+        &["--data-dir", d, "--compaction-threads", "0"],
     ] {
         let (status, _, stderr) = run(args, &[]);
         assert!(!status.success(), "{args:?}");
