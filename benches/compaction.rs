@@ -17,13 +17,20 @@ fn key(i: u64) -> [u8; 16] {
     k
 }
 
-fn p99(mut lat: Vec<Duration>) -> Duration {
+/// p99, p99.9 and max.
+fn tail(mut lat: Vec<Duration>) -> [Duration; 3] {
     lat.sort_unstable();
-    lat.get(lat.len() * 99 / 100).copied().unwrap_or_default()
+    let at = |permille: usize| lat.get(lat.len() * permille / 1000).copied();
+    [
+        at(990).unwrap_or_default(),
+        at(999).unwrap_or_default(),
+        lat.last().copied().unwrap_or_default(),
+    ]
 }
 
-/// Times `writes` single puts (sync never) while `compact` runs or not.
-fn write_latencies(db: &Engine, keys: u64, writes: u64, compact: bool) -> Duration {
+/// Times `writes` single puts (sync never) while `compact` runs or not:
+/// p99, p99.9 and max.
+fn write_latencies(db: &Engine, keys: u64, writes: u64, compact: bool) -> [Duration; 3] {
     let compactor = compact.then(|| {
         let db = db.clone();
         std::thread::spawn(move || {
@@ -41,7 +48,7 @@ fn write_latencies(db: &Engine, keys: u64, writes: u64, compact: bool) -> Durati
     if let Some(c) = compactor {
         c.join().unwrap();
     }
-    p99(lat)
+    tail(lat)
 }
 
 fn load(db: &Engine, keys: u64, rounds: u64) {
@@ -100,8 +107,15 @@ fn main() {
     load(&db, keys, 1);
     let busy = write_latencies(&db, keys, writes, true);
     println!(
-        "write p99: {quiet:?} without compaction, {busy:?} during compaction ({:.2}x)",
-        busy.as_secs_f64() / quiet.as_secs_f64().max(1e-9)
+        "write p99: {:?} without compaction, {:?} during compaction ({:.2}x); \
+         p99.9 {:?} / {:?}; max {:?} / {:?}",
+        quiet[0],
+        busy[0],
+        busy[0].as_secs_f64() / quiet[0].as_secs_f64().max(1e-9),
+        quiet[1],
+        busy[1],
+        quiet[2],
+        busy[2],
     );
     db.close().unwrap();
 }
