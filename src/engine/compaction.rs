@@ -234,7 +234,11 @@ impl Shared {
         let output_bytes: u64 = outputs.iter().map(|o| o.len).sum();
         drop(inputs);
         let retire_started = Instant::now();
-        self.retire(&input_ids)?;
+        // Inputs left on disk (with the manifest naming them) must not outlive
+        // this process's next compaction, which would replace the manifest and
+        // drop tombstones hiding their values: stop writing; the next open
+        // finishes the deletions.
+        self.retire(&input_ids).inspect_err(|e| self.latch(e))?;
         let retire_ms = elapsed_ms(retire_started);
 
         let c = &self.counters;
@@ -494,7 +498,10 @@ impl Shared {
                 fs.sync_dir(&self.dir)
             })();
             if let Err(u) = undo {
+                // Outputs and manifest may be left in place: as after a failed
+                // retirement, only the next open may decide what they mean.
                 tracing::warn!(error = %u, "could not roll back compaction; the next open will");
+                self.latch(&Error::io("rolling back compaction", &self.dir, u));
             }
             return Err(e);
         }

@@ -266,6 +266,48 @@ fn a_failed_directory_sync_during_compaction_loses_and_resurrects_nothing() {
 }
 
 #[test]
+fn inputs_a_failed_retirement_left_behind_never_resurrect() {
+    let d = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let opts = Options {
+        fs: Arc::new(fs.clone()),
+        ..tiny()
+    };
+    let (db, _) = open(d.path(), opts);
+    for round in 0..2u32 {
+        for i in 0..150 {
+            db.put(&key(i), format!("{round}:{i}").as_bytes()).unwrap();
+        }
+    }
+    // The outputs are in place, but deleting the inputs fails: they stay on
+    // disk, holding old values of every key. Were this process to go on, delete
+    // the keys and compact again, that compaction would drop the tombstones and
+    // replace the manifest naming those inputs, and a restart would bring the
+    // old values back. So the engine stops writing instead.
+    fs.fail_from(FsOp::Remove, 1);
+    assert!(db.compact().is_err());
+    assert!(db.stats().read_only);
+    assert!(db.delete(&key(0)).is_err());
+    assert_eq!(db.get(&key(7)).unwrap(), Some(b"1:7".to_vec()));
+    drop(db);
+    fs.heal(FsOp::Remove);
+
+    // The next open finishes the deletions; now the sequence is safe.
+    let (db, _) = open(d.path(), tiny());
+    assert!(leftovers(d.path()).is_empty(), "{:?}", leftovers(d.path()));
+    for i in 0..150 {
+        db.delete(&key(i)).unwrap();
+    }
+    db.compact().unwrap();
+    drop(db);
+    let (db, _) = open(d.path(), tiny());
+    for i in 0..150 {
+        assert_eq!(db.get(&key(i)).unwrap(), None, "key {i} came back");
+    }
+    assert_eq!(db.stats().live_keys, 0);
+}
+
+#[test]
 fn background_compaction_runs_when_dead_bytes_pass_the_thresholds() {
     let d = tempfile::tempdir().unwrap();
     let opts = Options {
