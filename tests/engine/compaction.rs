@@ -195,18 +195,23 @@ fn open_files_and_mappings_stay_flat_across_100_compactions() {
     assert_eq!(db.stats().compactions, 101);
 }
 
+/// Opens `dir` with tiny segments through a file system that fails on demand.
+fn open_faulty(dir: &Path) -> (Engine, FaultyFs) {
+    let fs = FaultyFs::new();
+    let opts = Options {
+        fs: Arc::new(fs.clone()),
+        ..tiny()
+    };
+    (open(dir, opts).0, fs)
+}
+
 /// Runs one compaction with the N-th call of `op` failing, then checks that a
 /// reopen with a healthy file system loses nothing and resurrects nothing.
 fn compaction_survives_failure_of(op: FsOp) {
     let mut failed = 0;
     for nth in 1..=6u64 {
         let d = tempfile::tempdir().unwrap();
-        let fs = FaultyFs::new();
-        let opts = Options {
-            fs: Arc::new(fs.clone()),
-            ..tiny()
-        };
-        let (db, _) = open(d.path(), opts);
+        let (db, fs) = open_faulty(d.path());
         let mut model = BTreeMap::new();
         for round in 0..2u32 {
             for i in 0..150 {
@@ -268,12 +273,7 @@ fn a_failed_directory_sync_during_compaction_loses_and_resurrects_nothing() {
 #[test]
 fn inputs_a_failed_retirement_left_behind_never_resurrect() {
     let d = tempfile::tempdir().unwrap();
-    let fs = FaultyFs::new();
-    let opts = Options {
-        fs: Arc::new(fs.clone()),
-        ..tiny()
-    };
-    let (db, _) = open(d.path(), opts);
+    let (db, fs) = open_faulty(d.path());
     for round in 0..2u32 {
         for i in 0..150 {
             db.put(&key(i), format!("{round}:{i}").as_bytes()).unwrap();
