@@ -28,7 +28,12 @@ pub struct ActiveSegment {
     path: PathBuf,
     id: SegmentId,
     len: u64,
+    /// Bytes before this offset have had their writeback started.
+    writeback_from: u64,
 }
+
+/// Bytes appended between starts of writeback (see [`ActiveSegment::append`]).
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 impl ActiveSegment {
     /// Creates a fresh `wal.log` for segment `id`, durable with its header.
@@ -59,6 +64,7 @@ impl ActiveSegment {
                 path,
                 id,
                 len,
+                writeback_from: len,
             },
             header,
         ))
@@ -87,6 +93,7 @@ impl ActiveSegment {
             path,
             id,
             len,
+            writeback_from: len,
         })
     }
 
@@ -116,6 +123,14 @@ impl ActiveSegment {
             .write_all(bytes)
             .map_err(|e| Error::io("writing", &self.path, e))?;
         self.len += bytes.len() as u64;
+        // Without fsyncs (sync never / periodic) a full wal.log would leave all
+        // of its bytes to the fsync that seals it, under the writer lock: start
+        // their writeback as they come instead.
+        if self.len - self.writeback_from >= WRITEBACK_EVERY {
+            self.file
+                .start_sync(self.writeback_from, self.len - self.writeback_from);
+            self.writeback_from = self.len;
+        }
         Ok(())
     }
 
