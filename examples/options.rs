@@ -136,6 +136,13 @@ fn validation() {
             },
             "compaction_ratio",
         ),
+        (
+            Options {
+                compaction_threads: 0,
+                ..Options::default()
+            },
+            "compaction_threads",
+        ),
     ] {
         let err = Engine::open(dir.path(), bad).unwrap_err();
         println!("rejected: {err}");
