@@ -156,6 +156,37 @@ fn compaction_brings_disk_bytes_near_live_bytes_after_overwrites() {
 }
 
 #[test]
+fn any_number_of_compaction_threads_keeps_every_value_and_no_deleted_one() {
+    for threads in [1, 3, 8] {
+        let d = tempfile::tempdir().unwrap();
+        let opts = || Options {
+            compaction_threads: threads,
+            ..tiny()
+        };
+        let (db, _) = open(d.path(), opts());
+        let mut model = BTreeMap::new();
+        for round in 0..3u32 {
+            for i in 0..400 {
+                let v = format!("{round}-{i}").into_bytes();
+                db.put(&key(i), &v).unwrap();
+                model.insert(key(i), v);
+            }
+        }
+        for i in (0..400).step_by(5) {
+            db.delete(&key(i)).unwrap();
+            model.remove(&key(i));
+        }
+        let r = db.compact().unwrap();
+        assert!(r.segments_after < r.segments_before, "{threads}: {r:?}");
+        assert_matches_model(&db, &model, 400);
+        drop(db);
+        let (db, _) = open(d.path(), opts());
+        assert_matches_model(&db, &model, 400);
+        assert!(leftovers(d.path()).is_empty());
+    }
+}
+
+#[test]
 fn open_files_and_mappings_stay_flat_across_100_compactions() {
     let d = tempfile::tempdir().unwrap();
     let (db, _) = open(d.path(), tiny());
