@@ -278,31 +278,31 @@ impl Shared {
         // and the inputs: touching `moves` (in key order) from it cost a cache
         // miss per record. Groups of consecutive inputs are ordered in parallel
         // and concatenated.
-        let parts = std::thread::scope(|scope| -> Result<Vec<Vec<Slot>>> {
+        let order = std::thread::scope(|scope| -> Result<Vec<Vec<Slot>>> {
             let moves: &[Move] = moves;
             let handles: Vec<_> = input_groups(&per_input, workers)
                 .into_iter()
                 .map(|group| scope.spawn(move || file_order(inputs, moves, group)))
                 .collect();
             handles.into_iter().map(join_worker).collect()
-        })?;
-        let order = parts.concat();
+        })?
+        .concat();
         let plan = self.plan_outputs(&order, newest)?;
 
         // Each worker writes and syncs whole outputs; `placed[n]` says where
         // `order[n]` went.
         let mut placed = vec![Placed::default(); order.len()];
-        let mut parts: Vec<(&OutputPlan, &[Slot], &mut [Placed])> = Vec::new();
+        let mut jobs: Vec<(&OutputPlan, &[Slot], &mut [Placed])> = Vec::new();
         let mut rest = placed.as_mut_slice();
         for p in &plan {
             let (mine, tail) = rest.split_at_mut(p.slots.len());
-            parts.push((p, &order[p.slots.clone()], mine));
+            jobs.push((p, &order[p.slots.clone()], mine));
             rest = tail;
         }
         let workers = workers.min(plan.len().max(1));
         let mut shares: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
-        for (n, part) in parts.into_iter().enumerate() {
-            shares[n % workers].push(part);
+        for (n, job) in jobs.into_iter().enumerate() {
+            shares[n % workers].push(job);
         }
         let mut outputs = std::thread::scope(|scope| -> Result<Vec<Vec<Output>>> {
             let handles: Vec<_> = shares
@@ -323,14 +323,12 @@ impl Shared {
         .collect::<Vec<_>>();
         outputs.sort_by_key(|o| o.id);
 
-        let mut n = 0;
         for p in &plan {
-            for _ in p.slots.clone() {
+            for n in p.slots.clone() {
                 let m = &mut moves[order[n].index as usize];
                 m.to = p.id;
                 m.offset = placed[n].offset;
                 m.check = placed[n].check;
-                n += 1;
             }
         }
         verify_moves(moves)?;
