@@ -54,7 +54,7 @@ pub struct Options {
     /// Whether the engine compacts in the background on its own (default true).
     pub background_compaction: bool,
     /// Threads a compaction copies with, one output segment each at a time
-    /// (default 2; at least 1). More finish sooner and take more CPU from writers.
+    /// (default 2; 1 to 64). More finish sooner and take more CPU from writers.
     pub compaction_threads: usize,
     /// The file-system seam (default: the real file system).
     pub fs: Arc<dyn Fs>,
