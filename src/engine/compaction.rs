@@ -380,7 +380,7 @@ impl Shared {
             let input = &inputs[slot.input as usize];
             let (rec, bytes) = put_record_bytes(input, slot.offset, slot.len)?;
             placed.offset = out.push(&rec, bytes)?;
-            placed.check = fingerprint(rec.key, len_u32(rec.value.len()), rec.expiry);
+            placed.check = fingerprint(rec.key, record::len_u32(rec.value.len()), rec.expiry);
         }
         out.finish()
     }
@@ -616,7 +616,7 @@ impl OutputFile {
             kind: RecordKind::Put,
             expiry: rec.expiry,
             offset,
-            value_len: len_u32(rec.value.len()),
+            value_len: record::len_u32(rec.value.len()),
             key: rec.key,
         });
         if self.hint.pending_len() > OUTPUT_BUF {
@@ -732,11 +732,6 @@ fn fingerprint(key: &[u8], value_len: u32, expiry: u64) -> u32 {
     h.finalize()
 }
 
-fn len_u32(len: usize) -> u32 {
-    // Records passed the engine's length limits, far below u32::MAX.
-    u32::try_from(len).unwrap_or(u32::MAX)
-}
-
 /// The put record at `offset` in `input`, `len` bytes long as its keydir entry
 /// says, and its exact bytes, checksum verified.
 fn put_record_bytes(
@@ -797,7 +792,7 @@ fn file_order(
             order.push(Slot {
                 input: u32::try_from(input).map_err(|_| too_many("segments"))?,
                 offset: m.old.offset,
-                len: len_u32(record::encoded_len(
+                len: record::len_u32(record::encoded_len(
                     m.key.len(),
                     m.old.value_len as usize,
                     m.old.expiry,

@@ -18,7 +18,7 @@ use super::SegmentId;
 use super::dir;
 use super::error::{Error, Result};
 use super::format::hint::Hint;
-use super::format::record::RecordKind;
+use super::format::record::{self, RecordKind};
 use super::format::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind};
 use super::keydir::{Entry, Key, Keydir};
 use super::memtable::Memtable;
@@ -121,7 +121,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                         entry: Entry {
                             segment: id,
                             offset,
-                            value_len: u32::try_from(rec.value.len()).unwrap_or(u32::MAX),
+                            value_len: record::len_u32(rec.value.len()),
                             expiry: rec.expiry,
                         },
                     });
@@ -296,7 +296,7 @@ fn recover_wal(
             entry: Entry {
                 segment: id,
                 offset,
-                value_len: u32::try_from(rec.value.len()).unwrap_or(u32::MAX),
+                value_len: record::len_u32(rec.value.len()),
                 expiry: rec.expiry,
             },
         });

@@ -253,7 +253,7 @@ impl Shared {
             offset_in_buf,
             key_at: value_at - key.len(),
             key_len: key.len(),
-            value_len: u32::try_from(value.len()).unwrap_or(u32::MAX),
+            value_len: record::len_u32(value.len()),
             prior_slot,
         });
         value_at

@@ -81,8 +81,7 @@ fn encode_entry(buf: &mut Vec<u8>, e: &HintEntry<'_>) {
     buf.push(e.kind as u8);
     buf.extend_from_slice(&e.expiry.to_le_bytes());
     buf.extend_from_slice(&e.offset.to_le_bytes());
-    let key_len = u32::try_from(e.key.len()).unwrap_or(u32::MAX);
-    buf.extend_from_slice(&key_len.to_le_bytes());
+    buf.extend_from_slice(&super::record::len_u32(e.key.len()).to_le_bytes());
     buf.extend_from_slice(&e.value_len.to_le_bytes());
     buf.extend_from_slice(e.key);
 }

@@ -150,9 +150,10 @@ pub fn encode_batch_marker(out: &mut Vec<u8>, count: u32) {
     encode(out, RecordKind::BatchMarker, 0, &[], &count.to_le_bytes());
 }
 
-fn len_u32(len: usize) -> u32 {
-    // Writers reject keys and values past the configured limits (far below
-    // u32::MAX) before encoding; saturating keeps this total regardless.
+/// A key or value length as stored (u32). Writers reject keys and values past
+/// the configured limits (far below u32::MAX) before encoding, and decoded
+/// lengths came from u32 fields; saturating keeps this total regardless.
+pub fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 

@@ -16,6 +16,7 @@ use crate::engine::SegmentId;
 use crate::engine::dir;
 use crate::engine::error::{Error, Result};
 use crate::engine::format::hint::{HintEntry, HintWriter};
+use crate::engine::format::record::len_u32;
 use crate::engine::format::{FILE_HEADER_LEN, FileHeader, FileKind};
 use crate::engine::fs::{AppendFile, Fs};
 
@@ -162,7 +163,7 @@ pub fn build_hint(id: SegmentId, bytes: &[u8]) -> Vec<u8> {
             kind: rec.kind,
             expiry: rec.expiry,
             offset,
-            value_len: u32::try_from(rec.value.len()).unwrap_or(u32::MAX),
+            value_len: len_u32(rec.value.len()),
             key: rec.key,
         });
     });
