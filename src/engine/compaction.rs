@@ -44,6 +44,7 @@ use super::keydir::{Entry, Key};
 use super::options::Options;
 use super::segment::active::write_file_atomically;
 use super::segment::sealed::SealedSegment;
+use super::segment::{corrupt, record_at};
 use super::stats::Counters;
 use super::{Engine, SegmentId, Shared};
 
@@ -435,7 +436,8 @@ impl Shared {
 
     fn create_output(&self, plan: &OutputPlan) -> Result<OutputFile> {
         let id = plan.id;
-        let count = u32::try_from(plan.slots.len()).map_err(|_| too_many("live keys"))?;
+        let count = u32::try_from(plan.slots.len())
+            .map_err(|_| too_many("more than 2^32 live keys to compact"))?;
         let mut buf = Vec::with_capacity(OUTPUT_BUF);
         FileHeader {
             kind: FileKind::Segment,
@@ -711,14 +713,14 @@ impl Move {
 fn verify_moves(moves: &[Move]) -> Result<()> {
     for m in moves {
         if m.to == m.old.segment || m.check != fingerprint(&m.key, m.old.value_len, m.old.expiry) {
-            return Err(Error::Corrupt {
-                segment: m.old.segment,
-                offset: u64::from(m.old.offset),
-                reason: super::format::DecodeError::Invalid {
+            return Err(corrupt(
+                m.old.segment,
+                m.old.offset,
+                super::format::DecodeError::Invalid {
                     field: "record key",
                     value: m.key.len() as u64,
                 },
-            });
+            ));
         }
     }
     Ok(())
@@ -739,20 +741,23 @@ fn put_record_bytes(
     offset: u32,
     len: u32,
 ) -> Result<(RecordRef<'_>, &[u8])> {
-    let corrupt = |reason| Error::Corrupt {
-        segment: input.id(),
-        offset: u64::from(offset),
-        reason,
-    };
-    let from = input.bytes().get(offset as usize..).unwrap_or(&[]);
-    let rec = record::decode(from).map_err(corrupt)?;
+    let rec = record_at(input.id(), input.bytes(), offset)?;
     if rec.kind != RecordKind::Put || rec.encoded_len() != len as usize {
-        return Err(corrupt(super::format::DecodeError::Invalid {
-            field: "record kind or length",
-            value: rec.encoded_len() as u64,
-        }));
+        return Err(corrupt(
+            input.id(),
+            offset,
+            super::format::DecodeError::Invalid {
+                field: "record kind or length",
+                value: rec.encoded_len() as u64,
+            },
+        ));
     }
-    let bytes = from.get(..rec.encoded_len()).unwrap_or(from);
+    // Present: the record decoded from these bytes.
+    let start = offset as usize;
+    let bytes = input
+        .bytes()
+        .get(start..start + rec.encoded_len())
+        .unwrap_or_default();
     Ok((rec, bytes))
 }
 
@@ -790,14 +795,16 @@ fn file_order(
         };
         if group.contains(&input) {
             order.push(Slot {
-                input: u32::try_from(input).map_err(|_| too_many("segments"))?,
+                input: u32::try_from(input)
+                    .map_err(|_| too_many("more than 2^32 segments to compact"))?,
                 offset: m.old.offset,
                 len: record::len_u32(record::encoded_len(
                     m.key.len(),
                     m.old.value_len as usize,
                     m.old.expiry,
                 )),
-                index: u32::try_from(i).map_err(|_| too_many("live keys"))?,
+                index: u32::try_from(i)
+                    .map_err(|_| too_many("more than 2^32 live keys to compact"))?,
             });
         }
     }
@@ -834,13 +841,10 @@ struct OutputPlan {
     len: u64,
 }
 
-fn too_many(what: &'static str) -> Error {
+fn too_many(reason: &'static str) -> Error {
     Error::InvalidOption {
         name: "compaction",
-        reason: match what {
-            "segments" => "more than 2^32 segments to compact",
-            _ => "more than 2^32 live keys to compact",
-        },
+        reason,
     }
 }
 

@@ -56,17 +56,32 @@ impl SegmentSet {
 /// Copies out the value of the put record of `key` at `offset` in `bytes`,
 /// verifying its checksum and key: a damaged record is an error, never wrong data.
 pub fn read_value(segment: SegmentId, bytes: &[u8], offset: u32, key: &[u8]) -> Result<Vec<u8>> {
-    let corrupt = |reason| Error::Corrupt {
+    let rec = record_at(segment, bytes, offset)?;
+    if rec.key != key || rec.kind != record::RecordKind::Put {
+        return Err(corrupt(
+            segment,
+            offset,
+            DecodeError::Invalid {
+                field: "record key",
+                value: rec.key.len() as u64,
+            },
+        ));
+    }
+    Ok(rec.value.to_vec())
+}
+
+/// The record at `offset` in `bytes` of `segment`, checksum verified; damage
+/// is [`Error::Corrupt`] naming where.
+pub fn record_at(segment: SegmentId, bytes: &[u8], offset: u32) -> Result<record::RecordRef<'_>> {
+    record::decode(bytes.get(offset as usize..).unwrap_or(&[]))
+        .map_err(|reason| corrupt(segment, offset, reason))
+}
+
+/// [`Error::Corrupt`] for the record at `offset` of `segment`.
+pub fn corrupt(segment: SegmentId, offset: u32, reason: DecodeError) -> Error {
+    Error::Corrupt {
         segment,
         offset: u64::from(offset),
         reason,
-    };
-    let rec = record::decode(bytes.get(offset as usize..).unwrap_or(&[])).map_err(corrupt)?;
-    if rec.key != key || rec.kind != record::RecordKind::Put {
-        return Err(corrupt(DecodeError::Invalid {
-            field: "record key",
-            value: rec.key.len() as u64,
-        }));
     }
-    Ok(rec.value.to_vec())
 }
