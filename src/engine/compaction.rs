@@ -42,7 +42,7 @@ use super::format::{FILE_HEADER_LEN, FileHeader, FileKind};
 use super::fs::{AppendFile, Fs};
 use super::keydir::{Entry, Key};
 use super::options::Options;
-use super::segment::active::write_file_atomically;
+use super::segment::active::{create_empty, write_file_atomically};
 use super::segment::sealed::SealedSegment;
 use super::segment::{corrupt, record_at};
 use super::stats::Counters;
@@ -659,14 +659,9 @@ impl TmpFile {
     /// Creates (or empties) the `.tmp` of `path`.
     fn create(fs: &dyn Fs, path: PathBuf) -> Result<TmpFile> {
         let path = dir::tmp_path(&path);
-        let mut file = fs
-            .open_append(&path)
-            .map_err(|e| Error::io("creating", &path, e))?;
-        file.set_len(0)
-            .map_err(|e| Error::io("truncating", &path, e))?;
         Ok(TmpFile {
+            file: create_empty(fs, &path)?,
             path,
-            file,
             written: 0,
         })
     }

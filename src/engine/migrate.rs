@@ -24,6 +24,7 @@ use super::error::{Error, Result};
 use super::format::record::{self, RecordKind};
 use super::format::{FileHeader, FileKind, MAGIC};
 use super::options::{MAX_SEGMENT_BYTES, Options};
+use super::segment::active::create_empty;
 
 /// One operation of a legacy log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,11 +148,7 @@ pub(crate) fn recover_or_migrate(
             ),
         });
     }
-    let mut f = fs
-        .open_append(&migrating)
-        .map_err(|e| Error::io("creating", &migrating, e))?;
-    f.set_len(0)
-        .map_err(|e| Error::io("truncating", &migrating, e))?;
+    let mut f = create_empty(fs, &migrating)?;
     f.write_all(&segment)
         .map_err(|e| Error::io("writing", &migrating, e))?;
     f.sync().map_err(|e| Error::io("syncing", &migrating, e))?;

@@ -41,9 +41,6 @@ impl ActiveSegment {
     /// Returns it with the header bytes (the new memtable's contents).
     pub fn create(fs: &dyn Fs, dir: &Path, id: SegmentId) -> Result<(ActiveSegment, Vec<u8>)> {
         let path = dir.join(dir::WAL);
-        let mut file = fs
-            .open_append(&path)
-            .map_err(|e| Error::io("creating", &path, e))?;
         let mut header = Vec::with_capacity(FILE_HEADER_LEN);
         FileHeader {
             kind: FileKind::Segment,
@@ -51,8 +48,7 @@ impl ActiveSegment {
         }
         .encode(&mut header);
         // A previous wal.log may have been left shorter than a header.
-        file.set_len(0)
-            .map_err(|e| Error::io("truncating", &path, e))?;
+        let mut file = create_empty(fs, &path)?;
         file.write_all(&header)
             .map_err(|e| Error::io("writing", &path, e))?;
         file.sync().map_err(|e| Error::io("syncing", &path, e))?;
@@ -176,14 +172,21 @@ pub fn write_hint(fs: &dyn Fs, dir: &Path, id: SegmentId, hint: &[u8]) -> Result
     write_file_atomically(fs, dir, &path, hint)
 }
 
+/// Opens `path` for appending through `fs`, created or emptied.
+pub fn create_empty(fs: &dyn Fs, path: &Path) -> Result<Box<dyn AppendFile>> {
+    let mut file = fs
+        .open_append(path)
+        .map_err(|e| Error::io("creating", path, e))?;
+    file.set_len(0)
+        .map_err(|e| Error::io("truncating", path, e))?;
+    Ok(file)
+}
+
 /// Writes `bytes` to `path` through a `.tmp` file, fsyncing file and directory.
 pub fn write_file_atomically(fs: &dyn Fs, dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = dir::tmp_path(path);
     let result = (|| {
-        let mut f = fs
-            .open_append(&tmp)
-            .map_err(|e| Error::io("creating", &tmp, e))?;
-        f.set_len(0).map_err(|e| Error::io("truncating", &tmp, e))?;
+        let mut f = create_empty(fs, &tmp)?;
         f.write_all(bytes)
             .map_err(|e| Error::io("writing", &tmp, e))?;
         f.sync().map_err(|e| Error::io("syncing", &tmp, e))?;
