@@ -51,15 +51,11 @@ pub struct HintWriter {
 impl HintWriter {
     /// Starts the hint of `segment`, whose file is `segment_len` bytes long.
     pub fn new(segment: SegmentId, segment_len: u64) -> HintWriter {
-        let mut buf = Vec::with_capacity(4096);
-        FileHeader {
-            kind: FileKind::Hint,
-            segment,
+        HintWriter {
+            // The count is filled in by `finish`.
+            buf: preamble(4096, segment, segment_len, 0),
+            count: 0,
         }
-        .encode(&mut buf);
-        buf.extend_from_slice(&segment_len.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes());
-        HintWriter { buf, count: 0 }
     }
 
     /// Adds one entry.
@@ -75,6 +71,19 @@ impl HintWriter {
         self.buf.extend_from_slice(&crc.to_le_bytes());
         self.buf
     }
+}
+
+/// A buffer of `capacity` holding the file header, segment length and count.
+fn preamble(capacity: usize, segment: SegmentId, segment_len: u64, count: u32) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(capacity);
+    FileHeader {
+        kind: FileKind::Hint,
+        segment,
+    }
+    .encode(&mut buf);
+    buf.extend_from_slice(&segment_len.to_le_bytes());
+    buf.extend_from_slice(&count.to_le_bytes());
+    buf
 }
 
 fn encode_entry(buf: &mut Vec<u8>, e: &HintEntry<'_>) {
@@ -99,16 +108,8 @@ pub struct HintStream {
 impl HintStream {
     /// Starts the hint of `segment`, `segment_len` bytes long, with `count` entries.
     pub fn new(segment: SegmentId, segment_len: u64, count: u32) -> HintStream {
-        let mut pending = Vec::with_capacity(64 << 10);
-        FileHeader {
-            kind: FileKind::Hint,
-            segment,
-        }
-        .encode(&mut pending);
-        pending.extend_from_slice(&segment_len.to_le_bytes());
-        pending.extend_from_slice(&count.to_le_bytes());
         HintStream {
-            pending,
+            pending: preamble(64 << 10, segment, segment_len, count),
             crc: crc32fast::Hasher::new(),
             left: count,
         }
