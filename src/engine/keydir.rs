@@ -109,21 +109,11 @@ impl Keydir {
         Some(old)
     }
 
-    /// Moves `key` to `new` only if it still points at `expected`; compaction
-    /// uses this so a write made meanwhile keeps its newer location.
-    pub fn relocate(&mut self, key: &[u8], expected: &Entry, new: Entry) -> bool {
-        match self.map.get_mut(KeySlice::new(key)) {
-            Some(slot) if slot == expected => {
-                *slot = new;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// [`Keydir::relocate`] for each `(key, expected, new)`, with `moves` in key
-    /// order. Walks the map alongside `moves` instead of descending once per
-    /// key; re-seeks when many keys lie between two moves. Returns how many moved.
+    /// For each `(key, expected, new)`, with `moves` in key order, points `key`
+    /// at `new` only if it still points at `expected`: compaction uses this so
+    /// a write made meanwhile keeps its newer location. Walks the map alongside
+    /// `moves` instead of descending once per key; re-seeks when many keys lie
+    /// between two moves. Returns how many moved.
     pub fn relocate_sorted<'a>(
         &mut self,
         moves: impl IntoIterator<Item = (&'a Key, &'a Entry, Entry)>,
@@ -320,12 +310,13 @@ mod tests {
             segment: SegmentId(9),
             ..old
         };
-        assert!(!kd.relocate(b"k", &old, compacted));
+        let k = Key::from_slice(b"k");
+        assert_eq!(kd.relocate_sorted([(&k, &old, compacted)]), 0);
         assert_eq!(kd.get(b"k"), Some(newer));
     }
 
     #[test]
-    fn relocate_sorted_matches_relocating_one_by_one() {
+    fn relocate_sorted_matches_checking_and_moving_one_by_one() {
         // Keys 0..2000; moves name every third key plus some that were never
         // inserted, some whose entry moved on, and runs with long gaps (re-seek).
         let key = |i: u32| Key::from_slice(format!("key{i:06}").as_bytes());
@@ -354,7 +345,13 @@ mod tests {
         let moved = walked.relocate_sorted(moves.iter().map(|(k, old, new)| (k, old, *new)));
         let one_by_one = moves
             .iter()
-            .filter(|(k, old, new)| looked_up.relocate(k, old, *new))
+            .filter(|(k, old, new)| {
+                let still = looked_up.get(k) == Some(*old);
+                if still {
+                    looked_up.insert(k, *new);
+                }
+                still
+            })
             .count();
         assert_eq!(moved, one_by_one);
         assert!(moved > 300, "{moved}");
