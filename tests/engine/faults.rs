@@ -5,12 +5,12 @@
 //! Concurrent writers caught by a fault all get an error; none hangs. A failed
 //! hint write costs only a scan; a failed truncation at open fails the open.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use kvstore::engine::fs::{AppendFile, FaultyFs, Fs, FsOp};
+use kvstore::engine::fs::{AppendFile, FaultyFs, Fs, FsOp, StdFs};
 use kvstore::engine::{Batch, Engine, Error, Options, SyncMode};
 
 fn key(i: usize) -> Vec<u8> {
@@ -295,7 +295,7 @@ impl Gate {
 struct GateFs(Arc<Gate>);
 
 #[derive(Debug)]
-struct GateFile(std::fs::File, Arc<Gate>);
+struct GateFile(Box<dyn AppendFile>, Arc<Gate>);
 
 impl AppendFile for GateFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -321,7 +321,7 @@ impl AppendFile for GateFile {
             }
         }
         drop(s);
-        self.0.sync_data()
+        self.0.sync()
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
@@ -330,20 +330,19 @@ impl AppendFile for GateFile {
 
 impl Fs for GateFs {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(Box::new(GateFile(f, Arc::clone(&self.0))))
+        Ok(Box::new(GateFile(
+            StdFs.open_append(path)?,
+            Arc::clone(&self.0),
+        )))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
+        StdFs.rename(from, to)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        StdFs.remove_file(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        std::fs::File::open(dir)?.sync_all()
+        StdFs.sync_dir(dir)
     }
 }
 
@@ -406,7 +405,7 @@ fn writes_grouped_behind_a_torn_write_are_refused_not_written_after_it() {
 struct FailWritesTo(&'static str);
 
 #[derive(Debug)]
-struct MaybeFailing(std::fs::File, bool);
+struct MaybeFailing(Box<dyn AppendFile>, bool);
 
 impl AppendFile for MaybeFailing {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -416,7 +415,7 @@ impl AppendFile for MaybeFailing {
         self.0.write_all(buf)
     }
     fn sync(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+        self.0.sync()
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
@@ -425,21 +424,17 @@ impl AppendFile for MaybeFailing {
 
 impl Fs for FailWritesTo {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
         let fail = path.to_str().is_some_and(|p| p.ends_with(self.0));
-        Ok(Box::new(MaybeFailing(f, fail)))
+        Ok(Box::new(MaybeFailing(StdFs.open_append(path)?, fail)))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
+        StdFs.rename(from, to)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        StdFs.remove_file(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        std::fs::File::open(dir)?.sync_all()
+        StdFs.sync_dir(dir)
     }
 }
 
