@@ -64,17 +64,42 @@ impl Observer for FsyncObserver {
     }
 }
 
-#[derive(Debug, Default)]
-struct EngineGauges {
-    keys: Gauge,
-    live_bytes: Gauge,
-    disk_bytes: Gauge,
-    dead_bytes: Gauge,
-    segments: Gauge,
-    read_only: Gauge,
-    compactions: Counter,
-    reclaimed_bytes: Counter,
-    fsyncs: Counter,
+/// Where in [`Stats`] an engine metric's value comes from.
+type StatFn = fn(&Stats) -> u64;
+
+/// Engine figures exported as gauges, set at each scrape: name, help, source.
+const ENGINE_GAUGES: [(&str, &str, StatFn); 6] = [
+    ("keys", "Live keys", |s| s.live_keys),
+    ("live_bytes", "Bytes of live values", |s| s.live_value_bytes),
+    ("disk_bytes", "Bytes of segment files", |s| s.disk_bytes),
+    ("dead_bytes", "Bytes of segment files not live", |s| {
+        s.dead_bytes
+    }),
+    ("segments", "Segment files, wal.log included", |s| {
+        s.segments
+    }),
+    (
+        "read_only",
+        "1 when an I/O failure latched the engine read-only",
+        |s| u64::from(s.read_only),
+    ),
+];
+
+/// Engine totals exported as counters, advanced to the engine's at each scrape.
+const ENGINE_COUNTERS: [(&str, &str, StatFn); 3] = [
+    ("compactions", "Compactions completed", |s| s.compactions),
+    (
+        "compaction_reclaimed_bytes",
+        "Bytes reclaimed by compaction",
+        |s| s.reclaimed_bytes,
+    ),
+    ("fsyncs", "fsyncs of wal.log", |s| s.fsyncs),
+];
+
+#[derive(Debug)]
+struct EngineMetrics {
+    gauges: Vec<(Gauge, StatFn)>,
+    counters: Vec<(Counter, StatFn)>,
 }
 
 /// Every metric of one server and the registry that encodes them.
@@ -83,7 +108,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    engine: EngineGauges,
+    engine: EngineMetrics,
     // Serializes scrapes: counters are advanced by the difference to the engine's.
     scrape: Mutex<()>,
 }
@@ -95,7 +120,6 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
-        let engine = EngineGauges::default();
         let fsync = fsync.map_or_else(FsyncObserver::default, |f| (*f).clone());
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
@@ -103,43 +127,24 @@ impl Metrics {
             "Time to answer an HTTP request (until the response head)",
             latency.clone(),
         );
-        registry.register("keys", "Live keys", engine.keys.clone());
-        registry.register(
-            "live_bytes",
-            "Bytes of live values",
-            engine.live_bytes.clone(),
-        );
-        registry.register(
-            "disk_bytes",
-            "Bytes of segment files",
-            engine.disk_bytes.clone(),
-        );
-        registry.register(
-            "dead_bytes",
-            "Bytes of segment files not live",
-            engine.dead_bytes.clone(),
-        );
-        registry.register(
-            "segments",
-            "Segment files, wal.log included",
-            engine.segments.clone(),
-        );
-        registry.register(
-            "read_only",
-            "1 when an I/O failure latched the engine read-only",
-            engine.read_only.clone(),
-        );
-        registry.register(
-            "compactions",
-            "Compactions completed",
-            engine.compactions.clone(),
-        );
-        registry.register(
-            "compaction_reclaimed_bytes",
-            "Bytes reclaimed by compaction",
-            engine.reclaimed_bytes.clone(),
-        );
-        registry.register("fsyncs", "fsyncs of wal.log", engine.fsyncs.clone());
+        let engine = EngineMetrics {
+            gauges: ENGINE_GAUGES
+                .iter()
+                .map(|&(name, help, stat)| {
+                    let g = Gauge::default();
+                    registry.register(name, help, g.clone());
+                    (g, stat)
+                })
+                .collect(),
+            counters: ENGINE_COUNTERS
+                .iter()
+                .map(|&(name, help, stat)| {
+                    let c = Counter::default();
+                    registry.register(name, help, c.clone());
+                    (c, stat)
+                })
+                .collect(),
+        };
         registry.register(
             "fsync_duration_seconds",
             "Time one fsync of wal.log took",
@@ -179,22 +184,12 @@ impl Metrics {
     /// The Prometheus text exposition, with engine figures from `stats`.
     pub fn encode(&self, stats: &Stats) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-        let g = &self.engine;
-        let set = |gauge: &Gauge, v: u64| {
-            gauge.set(i64::try_from(v).unwrap_or(i64::MAX));
-        };
-        set(&g.keys, stats.live_keys);
-        set(&g.live_bytes, stats.live_value_bytes);
-        set(&g.disk_bytes, stats.disk_bytes);
-        set(&g.dead_bytes, stats.dead_bytes);
-        set(&g.segments, stats.segments);
-        set(&g.read_only, u64::from(stats.read_only));
-        let advance = |c: &Counter, to: u64| {
-            c.inc_by(to.saturating_sub(c.get()));
-        };
-        advance(&g.compactions, stats.compactions);
-        advance(&g.reclaimed_bytes, stats.reclaimed_bytes);
-        advance(&g.fsyncs, stats.fsyncs);
+        for (gauge, stat) in &self.engine.gauges {
+            gauge.set(i64::try_from(stat(stats)).unwrap_or(i64::MAX));
+        }
+        for (counter, stat) in &self.engine.counters {
+            counter.inc_by(stat(stats).saturating_sub(counter.get()));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
