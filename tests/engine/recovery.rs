@@ -150,8 +150,7 @@ fn a_flipped_byte_read_through_a_hint_is_a_corrupt_error_not_wrong_data() {
     let Error::Corrupt { segment, .. } = err else {
         panic!("expected Error::Corrupt, got {err:?}");
     };
-    let name = seg.file_stem().unwrap().to_str().unwrap();
-    assert_eq!(segment, SegmentId(u64::from_str_radix(name, 16).unwrap()));
+    assert_eq!(segment, segment_id(&seg));
     assert!(err_text(&db, damaged).contains("corrupt record"));
     assert_keys_intact(&db, (0..200).filter(|&i| i != damaged));
 }
@@ -188,6 +187,23 @@ fn a_damaged_live_record_fails_compaction_which_then_changes_nothing() {
     let (db, _) = Engine::open(d.path(), tiny()).unwrap();
     assert!(err_text(&db, damaged).contains("corrupt record"));
     assert_keys_intact(&db, (0..200).filter(|&i| i != damaged));
+}
+
+/// The id a segment file is named after.
+fn segment_id(seg: &Path) -> SegmentId {
+    let stem = seg.file_stem().and_then(|s| s.to_str()).unwrap();
+    SegmentId(u64::from_str_radix(stem, 16).unwrap())
+}
+
+/// Writes keys 250..400 on `db` (holding 0..250), closes, and checks a reopen
+/// has all 400.
+fn write_on_and_reopen(dir: &Path, db: Engine) {
+    for i in 250..400 {
+        db.put(&key(i), &value_of(&key(i))).unwrap();
+    }
+    db.close().unwrap();
+    let (db, _) = Engine::open(dir, tiny()).unwrap();
+    assert_keys_intact(&db, 0..400);
 }
 
 fn err_text(db: &Engine, i: usize) -> String {
@@ -518,18 +534,12 @@ fn a_wal_whose_header_names_a_sealed_segment_does_not_shadow_it() {
         .collect();
     // The segment id field of wal.log's header (bytes 12..20) now names the
     // oldest sealed segment, as a damaged header might.
-    let id = u64::from_str_radix(first.file_stem().unwrap().to_str().unwrap(), 16).unwrap();
-    overwrite(&wal(d.path()), 12, &id.to_le_bytes());
+    overwrite(&wal(d.path()), 12, &segment_id(&first).0.to_le_bytes());
 
     let (db, _) = Engine::open(d.path(), tiny()).unwrap();
     assert_keys_intact(&db, in_first.iter().copied());
     // Rotating that wal.log must not replace the sealed segment it named.
-    for i in 250..400 {
-        db.put(&key(i), &value_of(&key(i))).unwrap();
-    }
-    db.close().unwrap();
-    let (db, _) = Engine::open(d.path(), tiny()).unwrap();
-    assert_keys_intact(&db, 0..400);
+    write_on_and_reopen(d.path(), db);
 }
 
 #[test]
@@ -539,8 +549,7 @@ fn a_crash_between_sealing_and_the_next_wal_loses_nothing() {
     // As if killed right after renaming wal.log to its segment name: no hint,
     // no wal.log.
     let last = sealed_segments(d.path()).last().unwrap().clone();
-    let last_id = u64::from_str_radix(last.file_stem().unwrap().to_str().unwrap(), 16).unwrap();
-    let next = SegmentId(last_id).next_generation();
+    let next = segment_id(&last).next_generation();
     let sealed = d.path().join(format!("{:016x}.seg", next.0));
     std::fs::rename(wal(d.path()), &sealed).unwrap();
 
@@ -548,12 +557,7 @@ fn a_crash_between_sealing_and_the_next_wal_loses_nothing() {
     assert_eq!(report.hints_used, report.segments - 1, "{report:?}");
     assert!(wal(d.path()).exists());
     assert_keys_intact(&db, 0..250);
-    for i in 250..400 {
-        db.put(&key(i), &value_of(&key(i))).unwrap();
-    }
-    db.close().unwrap();
-    let (db, _) = Engine::open(d.path(), tiny()).unwrap();
-    assert_keys_intact(&db, 0..400);
+    write_on_and_reopen(d.path(), db);
 }
 
 #[test]
