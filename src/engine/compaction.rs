@@ -190,11 +190,7 @@ impl Shared {
         }
         let segments_before = Counters::get(&self.counters.segments);
         if on_demand {
-            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            if w.active.as_ref().is_some_and(|a| !a.is_empty()) {
-                self.rotate(&mut w);
-            }
-            drop(w);
+            self.seal_active_now()?;
             if let Some(cause) = self.failure() {
                 return Err(Error::ReadOnly { cause });
             }

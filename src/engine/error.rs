@@ -54,11 +54,11 @@ pub enum Error {
         /// The largest that fits.
         max: u64,
     },
-    /// An earlier write or fsync failed; the engine refuses writes until reopened.
-    #[error("engine is read-only after an I/O failure ({cause}); restart to recover")]
+    /// A fault latched the engine read-only; it refuses writes until reopened.
+    #[error("engine is read-only: {cause}; restart to recover")]
     ReadOnly {
-        /// The failure that latched the engine.
-        cause: String,
+        /// The fault that latched the engine.
+        cause: Fault,
     },
     /// The engine was closed.
     #[error("engine is closed")]
@@ -109,6 +109,100 @@ pub enum Error {
     },
 }
 
+/// Why an engine latched read-only: what it could no longer promise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// An I/O call failed where going on could acknowledge writes the disk may
+    /// not hold (a failed fsync may have dropped dirty pages).
+    Io {
+        /// What the engine was doing ("syncing", "sealing (rename)", ...).
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The kind of the OS error (`StorageFull` for a full disk).
+        kind: io::ErrorKind,
+        /// The OS error's message.
+        message: String,
+    },
+    /// A thread of the engine panicked, or a panic unwound through an engine
+    /// lock: the state that lock guards may be half-updated.
+    Panic {
+        /// Where: the thread or lock.
+        place: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+    /// `wal.log` was unlinked (the data directory removed?) while open: writes
+    /// would go to a file no directory names.
+    Removed {
+        /// The file that is gone.
+        path: PathBuf,
+    },
+    /// Any other failure that left the engine unable to write safely.
+    Other {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Io {
+                action,
+                path,
+                message,
+                ..
+            } => write!(f, "{action} {} failed: {message}", path.display()),
+            Fault::Panic { place, message } => write!(f, "a panic in {place}: {message}"),
+            Fault::Removed { path } => write!(
+                f,
+                "{} was removed while open (was the data directory deleted?)",
+                path.display()
+            ),
+            Fault::Other { message } => f.write_str(message),
+        }
+    }
+}
+
+impl Fault {
+    /// The fault an error leaves behind when it latches the engine.
+    pub fn of(e: &Error) -> Fault {
+        match e {
+            Error::Io {
+                action,
+                path,
+                source,
+            } => Fault::Io {
+                action,
+                path: path.clone(),
+                kind: source.kind(),
+                message: source.to_string(),
+            },
+            Error::ReadOnly { cause } => cause.clone(),
+            other => Fault::Other {
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// A panic's payload as text.
+    pub(crate) fn panic(place: &'static str, payload: &(dyn std::any::Any + Send)) -> Fault {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        Fault::Panic { place, message }
+    }
+
+    /// True when the fault is a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Fault::Io { kind, .. } if *kind == io::ErrorKind::StorageFull)
+    }
+}
+
 /// Result of engine calls.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -118,6 +212,15 @@ impl Error {
             action,
             path: path.into(),
             source,
+        }
+    }
+
+    /// True when the error (or the fault behind a latch) is a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.kind() == io::ErrorKind::StorageFull,
+            Error::ReadOnly { cause } => cause.is_disk_full(),
+            _ => false,
         }
     }
 

@@ -1,9 +1,12 @@
 //! The file-system seam: every call through which the engine changes a file.
 //!
 //! Reads (mmap, reading a file whole) go straight to `std`; what can lose data is
-//! a write, a sync, a rename, a truncation or a removal, so exactly those pass
-//! through [`Fs`]. [`FaultyFs`] fails the N-th call of one kind, deterministically,
-//! so tests can show what the engine does when the disk says no.
+//! a write, a sync, an allocation, a rename, a truncation or a removal, so exactly
+//! those pass through [`Fs`]. `wal.log` is written through a shared mapping that
+//! [`AppendFile::map`] makes: those stores reach the page cache without a call, so
+//! a test seam sees them only at [`AppendFile::sync`] (read the file there).
+//! [`FaultyFs`] fails the N-th call of one kind, deterministically, so tests can
+//! show what the engine does when the disk says no.
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
@@ -11,6 +14,9 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The shared, writable mapping [`AppendFile::map`] returns.
+pub use memmap2::MmapRaw;
 
 /// A file opened for appending.
 pub trait AppendFile: Send + Debug {
@@ -26,6 +32,17 @@ pub trait AppendFile: Send + Debug {
     fn start_sync(&mut self, offset: u64, len: u64) {
         let _ = (offset, len);
     }
+    /// Gives the file at least `len` bytes backed by real, zeroed blocks
+    /// (`fallocate`, not a sparse extension): a full disk fails here, cleanly,
+    /// rather than later as SIGBUS through a mapping. The file grows to `len`
+    /// if shorter; it never shrinks.
+    fn allocate(&mut self, len: u64) -> io::Result<()>;
+    /// Maps the first `len` bytes shared and writable. The file must already
+    /// be at least `len` long (see [`allocate`](Self::allocate)).
+    fn map(&mut self, len: usize) -> io::Result<MmapRaw>;
+    /// How many directory entries name this file: 0 once it was unlinked
+    /// (say, the data directory was removed under the engine).
+    fn link_count(&mut self) -> io::Result<u64>;
 }
 
 /// The operations through which the engine modifies the data directory.
@@ -57,6 +74,16 @@ impl AppendFile for StdAppendFile {
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        allocate(&self.0, len)
+    }
+    fn map(&mut self, len: usize) -> io::Result<MmapRaw> {
+        memmap2::MmapOptions::new().len(len).map_raw(&self.0)
+    }
+    fn link_count(&mut self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.0.metadata()?.nlink())
+    }
     #[cfg(target_os = "linux")]
     fn start_sync(&mut self, offset: u64, len: u64) {
         use std::os::fd::AsRawFd;
@@ -71,10 +98,59 @@ impl AppendFile for StdAppendFile {
     }
 }
 
+/// Real blocks for the first `len` bytes of `file`.
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: fallocate only reads its integer arguments; the fd is open
+        // for as long as `file` lives.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // A file system without fallocate: write zeros the slow way, so the
+            // blocks are still real.
+            Some(libc::EOPNOTSUPP) => return allocate_by_writing(file, len.unsigned_abs()),
+            _ => return Err(err),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    allocate_by_writing(file, len)
+}
+
+/// Extends `file` to `len` by writing zeros (real blocks, unlike `set_len`).
+fn allocate_by_writing(file: &File, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut at = file.metadata()?.len();
+    let zeros = vec![0u8; 1 << 16];
+    while at < len {
+        let n = usize::try_from((len - at).min(zeros.len() as u64)).unwrap_or(zeros.len());
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Opens `path` readable (mappings need it) and appending, creating it.
+fn open_rw_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
 impl Fs for StdFs {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        let f = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Box::new(StdAppendFile(f)))
+        Ok(Box::new(StdAppendFile(open_rw_append(path)?)))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
@@ -96,6 +172,8 @@ pub enum FsOp {
     Sync,
     /// [`AppendFile::set_len`].
     SetLen,
+    /// [`AppendFile::allocate`].
+    Allocate,
     /// [`Fs::rename`].
     Rename,
     /// [`Fs::remove_file`].
@@ -104,7 +182,7 @@ pub enum FsOp {
     SyncDir,
 }
 
-const OPS: usize = 6;
+const OPS: usize = 7;
 
 fn index(op: FsOp) -> usize {
     op as usize
@@ -116,6 +194,8 @@ struct FaultState {
     // 0 = never fail; otherwise the 1-based call number that fails, and every
     // later one of the same kind (a disk that failed once stays failed).
     fail_from: [AtomicU64; OPS],
+    // Whether the injected failures read as a full disk (ENOSPC).
+    disk_full: [std::sync::atomic::AtomicBool; OPS],
 }
 
 /// A [`Fs`] over the real file system that fails chosen calls.
@@ -143,6 +223,7 @@ impl FaultyFs {
             state: Arc::new(FaultState {
                 calls: Default::default(),
                 fail_from: Default::default(),
+                disk_full: Default::default(),
             }),
         }
     }
@@ -153,9 +234,17 @@ impl FaultyFs {
         self.state.fail_from[index(op)].store(done + nth.max(1), Ordering::SeqCst);
     }
 
+    /// Like [`fail_from`](Self::fail_from), but the failures say "no space left
+    /// on device" (ENOSPC), as a full disk does.
+    pub fn fill_disk_from(&self, op: FsOp, nth: u64) {
+        self.state.disk_full[index(op)].store(true, Ordering::SeqCst);
+        self.fail_from(op, nth);
+    }
+
     /// Stops failing calls of `op`.
     pub fn heal(&self, op: FsOp) {
         self.state.fail_from[index(op)].store(0, Ordering::SeqCst);
+        self.state.disk_full[index(op)].store(false, Ordering::SeqCst);
     }
 
     /// How many calls of `op` were made so far.
@@ -172,6 +261,9 @@ fn check(state: &FaultState, op: FsOp) -> io::Result<()> {
     let n = state.calls[index(op)].fetch_add(1, Ordering::SeqCst) + 1;
     let from = state.fail_from[index(op)].load(Ordering::SeqCst);
     if from != 0 && n >= from {
+        if state.disk_full[index(op)].load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
         Err(io::Error::other(format!(
             "injected failure of {op:?} call {n}"
         )))
@@ -202,13 +294,22 @@ impl AppendFile for FaultyAppendFile {
     fn start_sync(&mut self, offset: u64, len: u64) {
         self.inner.start_sync(offset, len);
     }
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        check(&self.state, FsOp::Allocate)?;
+        self.inner.allocate(len)
+    }
+    fn map(&mut self, len: usize) -> io::Result<MmapRaw> {
+        self.inner.map(len)
+    }
+    fn link_count(&mut self) -> io::Result<u64> {
+        self.inner.link_count()
+    }
 }
 
 impl Fs for FaultyFs {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        let f = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Box::new(FaultyAppendFile {
-            inner: StdAppendFile(f),
+            inner: StdAppendFile(open_rw_append(path)?),
             state: Arc::clone(&self.state),
         }))
     }

@@ -230,6 +230,16 @@ impl Keydir {
         }
     }
 
+    /// Entries from `from` on, in key order (expired ones included).
+    pub fn range_from<'a>(
+        &'a self,
+        from: Bound<&KeySlice>,
+    ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
+        self.map
+            .range::<KeySlice, _>((from, Bound::Unbounded))
+            .map(|(k, e)| (&**k, e))
+    }
+
     /// Visits every entry in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
         self.map.iter().map(|(k, e)| (&**k, e))

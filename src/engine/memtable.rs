@@ -1,37 +1,71 @@
-//! The memtable: an in-memory image of `wal.log`, byte for byte, so reads of
-//! fresh data never touch the file. Offsets in it are file offsets.
+//! The memtable: `wal.log` itself, mapped shared into memory, so a write is one
+//! copy into the page cache and reads of fresh data are one copy out of it.
 //!
-//! Only the writer appends, and only after the bytes are in the file (and synced
-//! as the sync mode requires), so everything readable here is acknowledged.
-//! Dropped when the segment is sealed; readers then find the sealed segment.
+//! The file is preallocated with real blocks ([`AppendFile::allocate`]) before it
+//! is mapped, so a store into the mapping can never meet a hole or the end of the
+//! file (no SIGBUS), and a full disk fails when a segment is allocated instead.
+//!
+//! Invariants:
+//! - bytes `[0, len)` hold whole records and are never written again; only the
+//!   one [`ActiveSegment`](super::segment::active::ActiveSegment) of this
+//!   memtable stores into the mapping, and only at `[len, capacity)`, before it
+//!   raises `len` (release) — so a reader's slice of `[0, len)` (acquire) never
+//!   overlaps a store;
+//! - a store into a shared mapping is in the page cache once made: it survives
+//!   the process being killed with no system call at all;
+//! - `fdatasync` of the file (through [`Memtable::sync`]) writes back the pages
+//!   stored through the mapping, like any other dirty page of the file.
 
-use std::sync::RwLock;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use memmap2::MmapRaw;
 
 use super::SegmentId;
-use super::error::Result;
+use super::error::{Error, Result};
+use super::fs::AppendFile;
 use super::segment::read_value;
 
-/// The image of the active segment.
+/// The mapped image of the active segment, shared by the writer, readers and
+/// the threads that sync and seal it.
 #[derive(Debug)]
 pub struct Memtable {
     id: SegmentId,
-    buf: RwLock<Vec<u8>>,
-}
-
-/// Bytes to reserve for the memtable of a segment of `segment_bytes`: the whole
-/// segment (so appends never reallocate under readers), capped at 256 MiB.
-pub fn capacity_for(segment_bytes: u64) -> usize {
-    usize::try_from(segment_bytes.min(256 << 20)).unwrap_or(0) + 4096
+    path: PathBuf,
+    map: MmapRaw,
+    len: AtomicUsize,
+    /// Bytes known durable: `[0, synced)` was covered by a completed sync.
+    synced: AtomicUsize,
+    /// The file, for syncing (any thread) and writeback hints.
+    file: Mutex<Box<dyn AppendFile>>,
+    /// Set while the directory entry that names this file `wal.log` may not be
+    /// durable (a rotation renamed it there): the next sync also syncs the directory.
+    dir_unsynced: AtomicBool,
 }
 
 impl Memtable {
-    /// A memtable holding `bytes`, the current contents of `wal.log`.
-    pub fn new(id: SegmentId, mut bytes: Vec<u8>, capacity: usize) -> Memtable {
-        bytes.reserve(capacity.saturating_sub(bytes.len()));
-        Memtable {
+    /// Maps `capacity` bytes of `file` (already allocated), of which the first
+    /// `len` hold records.
+    pub(crate) fn map(
+        id: SegmentId,
+        path: &Path,
+        mut file: Box<dyn AppendFile>,
+        len: usize,
+        capacity: usize,
+    ) -> Result<Memtable> {
+        let map = file
+            .map(capacity)
+            .map_err(|e| Error::io("mapping", path, e))?;
+        Ok(Memtable {
             id,
-            buf: RwLock::new(bytes),
-        }
+            path: path.to_path_buf(),
+            map,
+            len: AtomicUsize::new(len.min(capacity)),
+            synced: AtomicUsize::new(len.min(capacity)),
+            file: Mutex::new(file),
+            dir_unsynced: AtomicBool::new(false),
+        })
     }
 
     /// The segment this memtable mirrors.
@@ -39,21 +73,115 @@ impl Memtable {
         self.id
     }
 
-    /// Appends bytes already written to the file.
-    pub fn append(&self, bytes: &[u8]) {
-        let mut buf = self.buf.write().unwrap_or_else(|p| p.into_inner());
-        buf.extend_from_slice(bytes);
+    /// Bytes holding records (header included).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// True when only the header (or nothing) is there.
+    pub fn is_empty(&self) -> bool {
+        self.len() <= super::format::FILE_HEADER_LEN
+    }
+
+    /// Bytes the mapping can hold.
+    pub fn capacity(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The file's path when it was mapped (`wal.log`, until sealed).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The records written so far.
+    pub fn bytes(&self) -> &[u8] {
+        let len = self.len();
+        // SAFETY: `[0, len)` lies within the mapping (len ≤ capacity) and is never
+        // stored to again once `len` covers it (module invariants): the shared
+        // slice aliases no write. The mapping lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), len) }
+    }
+
+    /// Copies `bytes` in at the end and makes them visible to readers.
+    ///
+    /// # Safety
+    /// Only the one `ActiveSegment` owning this memtable may call it (one writer),
+    /// and `bytes` must fit: `len() + bytes.len() <= capacity()`.
+    pub(crate) unsafe fn append(&self, bytes: &[u8]) {
+        let at = self.len.load(Ordering::Relaxed);
+        debug_assert!(at + bytes.len() <= self.map.len());
+        // SAFETY: the caller is the only writer and the range [at, at + n) lies in
+        // the mapping and beyond `len`, where no reader looks.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.as_mut_ptr().add(at),
+                bytes.len(),
+            );
+        }
+        self.len.store(at + bytes.len(), Ordering::Release);
     }
 
     /// Copies out the value of the record of `key` at `offset`.
     pub fn read_value(&self, offset: u32, key: &[u8]) -> Result<Vec<u8>> {
-        let buf = self.buf.read().unwrap_or_else(|p| p.into_inner());
-        read_value(self.id, &buf, offset, key)
+        read_value(self.id, self.bytes(), offset, key)
     }
 
-    /// Runs `f` over the whole image (used to build the hint file at seal time).
+    /// Runs `f` over the records written so far.
     pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        let buf = self.buf.read().unwrap_or_else(|p| p.into_inner());
-        f(&buf)
+        f(self.bytes())
+    }
+
+    /// Runs `f` on the file, under its lock.
+    pub(crate) fn with_file<R>(
+        &self,
+        f: impl FnOnce(&mut dyn AppendFile) -> std::io::Result<R>,
+    ) -> std::io::Result<R> {
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("a panic interrupted a sync of this file"))?;
+        f(&mut **file)
+    }
+
+    /// Runs `f` on the file unless another thread holds it; says whether it ran.
+    pub(crate) fn try_with_file(&self, f: impl FnOnce(&mut dyn AppendFile)) -> bool {
+        match self.file.try_lock() {
+            Ok(mut file) => {
+                f(&mut **file);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Makes every byte written so far durable (fdatasync; the size does not
+    /// change, the blocks were allocated up front).
+    pub(crate) fn sync(&self) -> Result<()> {
+        let upto = self.len();
+        self.with_file(|f| f.sync())
+            .map_err(|e| Error::io("syncing", &self.path, e))?;
+        self.synced.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Whether bytes were written since the last completed sync.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.len() > self.synced.load(Ordering::Acquire)
+    }
+
+    /// Notes that the entry naming this file may not be durable yet.
+    pub(crate) fn mark_dir_unsynced(&self) {
+        self.dir_unsynced.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a sync must first make the directory durable; clears the mark.
+    pub(crate) fn take_dir_unsynced(&self) -> bool {
+        self.dir_unsynced.swap(false, Ordering::SeqCst)
+    }
+
+    /// Puts the mark back after a failed directory sync.
+    pub(crate) fn restore_dir_unsynced(&self) {
+        self.mark_dir_unsynced();
     }
 }

@@ -28,12 +28,14 @@ mod dir;
 pub mod error;
 pub mod format;
 pub mod fs;
+mod iter;
 mod key;
 pub mod keydir;
 pub mod memtable;
 pub mod migrate;
 pub mod options;
 pub mod recovery;
+mod sealer;
 pub mod segment;
 pub mod stats;
 mod writer;
@@ -43,22 +45,27 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use batch::{Batch, Expiry, Op, OpResult, Prior};
 pub use compaction::CompactionReport;
-pub use error::{Error, Result};
+pub use error::{Error, Fault, Result};
+pub use iter::{Iter, KvPair};
 pub use options::{Observer, Options, SyncMode};
 pub use recovery::RecoveryReport;
 pub use stats::Stats;
 
+use format::record::RecordKind;
 use keydir::Keydir;
 use segment::{SegmentRef, SegmentSet};
 use stats::Counters;
-use writer::{Reply, Request, Writer};
+use sealer::SpareSlot;
+use writer::{Reply, Request, Unsynced, Writer};
 
 /// Identifies a segment. Segments are ordered by id: a record in a higher id is
 /// newer. Rotation moves to the next generation (`id >> 16` + 1); compaction
@@ -107,18 +114,39 @@ pub(crate) struct Shared {
     writer: Mutex<Writer>,
     queue: Mutex<Queue>,
     queue_cv: Condvar,
-    failure: Mutex<Option<String>>,
+    /// Held by whoever syncs `wal.log` and publishes what the sync covered.
+    sync_lock: Mutex<()>,
+    unsynced: Mutex<Unsynced>,
+    /// Wakes the syncer thread: groups appended, or shutdown.
+    syncer_cv: Condvar,
+    /// The next segment, made ahead of its rotation.
+    spare: Mutex<SpareSlot>,
+    spare_wanted: AtomicBool,
+    sealer: Mutex<sealer::SealerQueue>,
+    sealer_cv: Condvar,
+    failure: OnceLock<Fault>,
     counters: Counters,
     closed: AtomicBool,
     compaction: compaction::State,
     _lock: dir::DirLock,
 }
 
-/// Stops the background thread and syncs when the last handle goes away.
+/// Stops the engine's threads and syncs when the last handle goes away.
 #[derive(Debug)]
 struct Guard {
     shared: Arc<Shared>,
-    background: Mutex<Option<JoinHandle<()>>>,
+    background: Mutex<Threads>,
+}
+
+/// The engine's threads: the background thread (async commits, sweeps,
+/// compaction triggers), the syncer (fsyncs and publishes under `Always`,
+/// syncs every interval under `Periodic`, watches `wal.log`'s link count) and
+/// the sealer (finishes rotations, makes spares).
+#[derive(Debug, Default)]
+struct Threads {
+    background: Option<JoinHandle<()>>,
+    syncer: Option<JoinHandle<()>>,
+    sealer: Option<JoinHandle<()>>,
 }
 
 impl Drop for Guard {
@@ -153,7 +181,7 @@ pub struct Engine {
 /// A submitted write awaiting its acknowledgement. `.await` it from async code
 /// (it never blocks the runtime), or call [`Pending::wait`] from a thread.
 #[derive(Debug)]
-pub struct Pending(PendingState);
+pub struct Pending(PendingState, Option<Arc<Shared>>);
 
 #[derive(Debug)]
 enum PendingState {
@@ -166,12 +194,23 @@ enum PendingState {
 impl Pending {
     /// Blocks until the write is acknowledged (durable per the sync mode) or failed.
     pub fn wait(self) -> Result<Vec<OpResult>> {
-        match self.0 {
-            PendingState::Ready(r) => r.unwrap_or(Err(Error::Closed)),
-            PendingState::Waiting(rx) => rx.recv().unwrap_or(Err(Error::Closed)),
+        let shared = self.1;
+        let reply = match self.0 {
+            PendingState::Ready(r) => r,
+            PendingState::Waiting(rx) => rx.recv().ok(),
             PendingState::Polling(rx) => futures_block_on(rx),
-            PendingState::Done => Err(Error::Closed),
-        }
+            PendingState::Done => None,
+        };
+        reply.unwrap_or_else(|| Err(gone(shared.as_deref())))
+    }
+}
+
+/// The error for a request whose reply was dropped unsent: the engine closed,
+/// or a panic on the path that held it latched the engine.
+fn gone(shared: Option<&Shared>) -> Error {
+    match shared.and_then(Shared::failure) {
+        Some(cause) => Error::ReadOnly { cause },
+        None => Error::Closed,
     }
 }
 
@@ -179,11 +218,12 @@ impl Future for Pending {
     type Output = Result<Vec<OpResult>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let state = &mut self.get_mut().0;
+        let this = self.get_mut();
+        let state = &mut this.0;
         loop {
             match state {
                 PendingState::Ready(r) => {
-                    return Poll::Ready(r.take().unwrap_or(Err(Error::Closed)));
+                    return Poll::Ready(r.take().unwrap_or_else(|| Err(Error::Closed)));
                 }
                 PendingState::Waiting(_) => {
                     // Polled for the first time: turn the receiver into its future.
@@ -193,9 +233,10 @@ impl Future for Pending {
                     }
                 }
                 PendingState::Polling(rx) => {
+                    let shared = this.1.as_deref();
                     return Pin::new(rx)
                         .poll(cx)
-                        .map(|r| r.unwrap_or(Err(Error::Closed)));
+                        .map(|r| r.unwrap_or_else(|_| Err(gone(shared))));
                 }
                 PendingState::Done => return Poll::Ready(Err(Error::Closed)),
             }
@@ -219,29 +260,37 @@ impl Engine {
             opts: options,
             keydir: RwLock::new(rec.keydir),
             segments: RwLock::new(rec.segments),
-            writer: Mutex::new(Writer {
-                active: Some(rec.active),
-                dirty: false,
-                last_sync: Instant::now(),
-            }),
+            writer: Mutex::new(Writer::new(rec.active)),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
-            failure: Mutex::new(None),
+            sync_lock: Mutex::new(()),
+            unsynced: Mutex::new(Unsynced::default()),
+            syncer_cv: Condvar::new(),
+            spare: Mutex::new(SpareSlot::default()),
+            spare_wanted: AtomicBool::new(false),
+            sealer: Mutex::new(sealer::SealerQueue::default()),
+            sealer_cv: Condvar::new(),
+            failure: OnceLock::new(),
             counters,
             closed: AtomicBool::new(false),
             compaction: compaction::State::default(),
             _lock: lock,
             dir,
         });
-        let bg = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("kvstore-engine".into())
-            .spawn(move || bg.background())
-            .map_err(|e| Error::io("spawning background thread for", &shared.dir, e))?;
         let guard = Arc::new(Guard {
             shared: Arc::clone(&shared),
-            background: Mutex::new(Some(handle)),
+            background: Mutex::new(Threads::default()),
         });
+        // Dropping `guard` on an error below stops whatever was started.
+        {
+            let mut t = guard
+                .background
+                .lock()
+                .map_err(|_| shared.poisoned("the thread handles"))?;
+            t.background = Some(shared.spawn("kvstore-engine", Shared::background)?);
+            t.syncer = Some(shared.spawn("kvstore-syncer", Shared::syncer)?);
+            t.sealer = Some(shared.spawn("kvstore-sealer", Shared::sealer_loop)?);
+        }
         let report = rec.report;
         tracing::debug!(?report, "engine opened");
         Ok((Engine { shared, guard }, report))
@@ -260,9 +309,12 @@ impl Engine {
 
     /// Sets `key` to `value`, expiring at `expiry`.
     pub fn put_with_expiry(&self, key: &[u8], value: &[u8], expiry: Expiry) -> Result<Prior> {
-        let mut b = Batch::new();
-        b.put_with_expiry(key, value, expiry);
-        single_prior(self.apply(b)?)
+        let op = Op::Put {
+            key: Vec::new(),
+            value: Vec::new(),
+            expiry,
+        };
+        self.write_one(&op, key, value)
     }
 
     /// Sets `key` to `value`, expiring `ttl` from now.
@@ -272,8 +324,27 @@ impl Engine {
 
     /// Removes `key`; says whether a live value existed.
     pub fn delete(&self, key: &[u8]) -> Result<Prior> {
+        self.write_one(&Op::Delete { key: Vec::new() }, key, &[])
+    }
+
+    /// One put (`op` carries its expiry) or delete of `key`: straight through
+    /// the writer when nothing else is in flight, else as a one-op batch.
+    fn write_one(&self, op: &Op, key: &[u8], value: &[u8]) -> Result<Prior> {
+        self.shared.check_open()?;
+        let s = &self.shared;
+        s.validate_op(key, matches!(op, Op::Put { .. }).then_some(value))?;
+        let (kind, expiry) = match op {
+            Op::Put { expiry, .. } => (RecordKind::Put, expiry.to_raw()),
+            _ => (RecordKind::Tombstone, 0),
+        };
+        if let Some(r) = s.write_one(kind, key, value, expiry) {
+            return r;
+        }
         let mut b = Batch::new();
-        b.delete(key);
+        match op {
+            Op::Put { expiry, .. } => b.put_with_expiry(key, value, *expiry),
+            _ => b.delete(key),
+        };
         single_prior(self.apply(b)?)
     }
 
@@ -281,7 +352,9 @@ impl Engine {
     /// in operation order.
     pub fn apply(&self, batch: Batch) -> Result<Vec<OpResult>> {
         let pending = self.enqueue(batch)?;
-        self.shared.lead_or_hand_off();
+        if self.shared.lead_or_hand_off() && self.shared.opts.sync == SyncMode::Always {
+            self.shared.sync_unsynced(false);
+        }
         pending.wait()
     }
 
@@ -294,7 +367,7 @@ impl Engine {
                 self.shared.queue_cv.notify_one();
                 p
             }
-            Err(e) => Pending(PendingState::Ready(Some(Err(e)))),
+            Err(e) => Pending(PendingState::Ready(Some(Err(e))), None),
         }
     }
 
@@ -305,7 +378,7 @@ impl Engine {
             return Err(Error::ReadOnly { cause });
         }
         let (tx, rx) = oneshot::channel();
-        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.shared.lock(&self.shared.queue, "the write queue")?;
         // Checked under the queue lock: shutdown drains the queue under it too,
         // so no request can slip in after the last drain and wait forever.
         if q.shutdown {
@@ -315,7 +388,10 @@ impl Engine {
             ops: batch.ops,
             reply: tx,
         });
-        Ok(Pending(PendingState::Waiting(rx)))
+        Ok(Pending(
+            PendingState::Waiting(rx),
+            Some(Arc::clone(&self.shared)),
+        ))
     }
 
     /// Up to `limit` live keys starting with `prefix` and strictly greater than
@@ -338,7 +414,9 @@ impl Engine {
         mut visit: impl FnMut(&[u8]),
     ) -> ScanEnd {
         let now = self.shared.opts.clock.now_ms();
-        let kd = self.shared.keydir.read().unwrap_or_else(|p| p.into_inner());
+        let Ok(kd) = self.shared.keydir_read() else {
+            return ScanEnd::Exhausted;
+        };
         let mut seen = 0usize;
         let mut end = ScanEnd::Exhausted;
         kd.scan(prefix, after, now, |k, _| {
@@ -353,19 +431,40 @@ impl Engine {
         end
     }
 
+    /// Every live key in `range` with its value, in key order (see [`Iter`]).
+    pub fn range<K: AsRef<[u8]>>(&self, range: impl std::ops::RangeBounds<K>) -> Iter {
+        Iter::new(Arc::clone(&self.shared), iter::bounds(range), None)
+    }
+
+    /// Every live key starting with `prefix` with its value, in key order.
+    pub fn prefix(&self, prefix: &[u8]) -> Iter {
+        Iter::new(
+            Arc::clone(&self.shared),
+            iter::prefix_bounds(prefix),
+            Some(prefix.to_vec()),
+        )
+    }
+
     /// The store's figures, in O(1) (expired keys due for a sweep are swept first,
     /// so they are never counted).
     pub fn stats(&self) -> Stats {
         let s = &self.shared;
         let now = s.opts.clock.now_ms();
         s.sweep_if_due(now);
-        let kd = s.keydir.read().unwrap_or_else(|p| p.into_inner());
         let disk = Counters::get(&s.counters.disk_bytes);
+        let (live_keys, live_value_bytes, live_record_bytes) = match s.keydir_read() {
+            Ok(kd) => (
+                kd.len() as u64,
+                kd.live_value_bytes(),
+                kd.live_record_bytes(),
+            ),
+            Err(_) => (0, 0, 0),
+        };
         Stats {
-            live_keys: kd.len() as u64,
-            live_value_bytes: kd.live_value_bytes(),
+            live_keys,
+            live_value_bytes,
             disk_bytes: disk,
-            dead_bytes: disk.saturating_sub(kd.live_record_bytes()),
+            dead_bytes: disk.saturating_sub(live_record_bytes),
             segments: Counters::get(&s.counters.segments),
             fsyncs: Counters::get(&s.counters.fsyncs),
             writes: Counters::get(&s.counters.writes),
@@ -374,6 +473,11 @@ impl Engine {
             last_compaction_ms: Counters::get(&s.counters.last_compaction_ms),
             read_only: s.counters.read_only.load(Ordering::SeqCst),
         }
+    }
+
+    /// The fault that latched the engine read-only, if one did.
+    pub fn fault(&self) -> Option<Fault> {
+        self.shared.failure()
     }
 
     /// Makes every acknowledged write durable now, whatever the sync mode.
@@ -405,7 +509,7 @@ impl Engine {
 }
 
 /// Waits for an already-polled receiver from a plain thread.
-fn futures_block_on(mut rx: oneshot::AsyncReceiver<Reply>) -> Reply {
+fn futures_block_on(mut rx: oneshot::AsyncReceiver<Reply>) -> Option<Reply> {
     struct ThreadWaker(std::thread::Thread);
     impl std::task::Wake for ThreadWaker {
         fn wake(self: Arc<Self>) {
@@ -416,7 +520,7 @@ fn futures_block_on(mut rx: oneshot::AsyncReceiver<Reply>) -> Reply {
     let mut cx = Context::from_waker(&waker);
     loop {
         match Pin::new(&mut rx).poll(&mut cx) {
-            Poll::Ready(r) => return r.unwrap_or(Err(Error::Closed)),
+            Poll::Ready(r) => return r.ok(),
             Poll::Pending => std::thread::park(),
         }
     }
@@ -438,28 +542,88 @@ impl Shared {
         }
     }
 
+    /// Locks `m`. A lock a panic left poisoned guards state that may be
+    /// half-updated: it is never used; the engine latches read-only instead.
+    pub(crate) fn lock<'a, T>(
+        &self,
+        m: &'a Mutex<T>,
+        place: &'static str,
+    ) -> Result<MutexGuard<'a, T>> {
+        m.lock().map_err(|_| self.poisoned(place))
+    }
+
+    /// Latches the engine for a lock a panic poisoned; the error to return.
+    pub(crate) fn poisoned(&self, place: &'static str) -> Error {
+        self.latch_fault(Fault::Panic {
+            place,
+            message: "a panic while the lock was held".into(),
+        });
+        Error::ReadOnly {
+            cause: self.failure().unwrap_or(Fault::Panic {
+                place,
+                message: "a panic while the lock was held".into(),
+            }),
+        }
+    }
+
+    pub(crate) fn keydir_read(&self) -> Result<RwLockReadGuard<'_, Keydir>> {
+        self.keydir.read().map_err(|_| self.poisoned("the keydir"))
+    }
+
+    pub(crate) fn keydir_write(&self) -> Result<RwLockWriteGuard<'_, Keydir>> {
+        self.keydir.write().map_err(|_| self.poisoned("the keydir"))
+    }
+
+    pub(crate) fn segments_read(&self) -> Result<RwLockReadGuard<'_, SegmentSet>> {
+        self.segments
+            .read()
+            .map_err(|_| self.poisoned("the segment set"))
+    }
+
+    pub(crate) fn segments_write(&self) -> Result<RwLockWriteGuard<'_, SegmentSet>> {
+        self.segments
+            .write()
+            .map_err(|_| self.poisoned("the segment set"))
+    }
+
+    /// Starts an engine thread; a panic in it latches the engine read-only and
+    /// fails every waiter, instead of leaving them hanging.
+    fn spawn(
+        self: &Arc<Self>,
+        name: &'static str,
+        body: fn(&Arc<Shared>),
+    ) -> Result<JoinHandle<()>> {
+        let me = Arc::clone(self);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| body(&me));
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    me.latch_fault(Fault::panic(name, &*payload));
+                    me.fail_everything_waiting();
+                }
+            })
+            .map_err(|e| Error::io("spawning a thread for", &self.dir, e))
+    }
+
+    /// After a latch: fails every queued and unsynced request.
+    fn fail_everything_waiting(&self) {
+        let e = Error::ReadOnly {
+            cause: self.failure().unwrap_or(Fault::Other {
+                message: "engine failed".into(),
+            }),
+        };
+        self.fail_queued(&e);
+        self.sync_unsynced(false);
+    }
+
     fn validate(&self, batch: &Batch) -> Result<()> {
-        let max_key = self.opts.max_key_bytes;
-        let max_value = self.opts.max_value_bytes;
         for op in &batch.ops {
-            let key = op.key();
-            if key.is_empty() {
-                return Err(Error::EmptyKey);
-            }
-            if key.len() > max_key {
-                return Err(Error::KeyTooLarge {
-                    len: key.len(),
-                    max: max_key,
-                });
-            }
-            if let Op::Put { value, .. } = op
-                && value.len() > max_value
-            {
-                return Err(Error::ValueTooLarge {
-                    len: value.len(),
-                    max: max_value,
-                });
-            }
+            let value = match op {
+                Op::Put { value, .. } => Some(value.as_slice()),
+                _ => None,
+            };
+            self.validate_op(op.key(), value)?;
         }
         let size = writer::planned_size(&batch.ops) as u64;
         if size > options::MAX_SEGMENT_BYTES {
@@ -471,25 +635,39 @@ impl Shared {
         Ok(())
     }
 
+    fn validate_op(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let max_key = self.opts.max_key_bytes;
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        if key.len() > max_key {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max: max_key,
+            });
+        }
+        if let Some(value) = value
+            && value.len() > self.opts.max_value_bytes
+        {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: self.opts.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Reads `key` as of `now`; the keydir lock is released before copying.
     pub(crate) fn read(&self, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
         // A lookup can race with compaction retiring the segment it found;
         // the keydir then already points at the new copy, so look again.
         for _ in 0..16 {
-            let entry = self
-                .keydir
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(key);
+            let entry = self.keydir_read()?.get(key);
             let Some(e) = entry else { return Ok(None) };
             if e.is_expired(now) {
                 return Ok(None);
             }
-            let seg = self
-                .segments
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(e.segment);
+            let seg = self.segments_read()?.get(e.segment);
             match seg {
                 Some(SegmentRef::Active(m)) => {
                     return m.read_value(e.offset, key).map(Some);
@@ -499,82 +677,84 @@ impl Shared {
             }
         }
         Err(Error::ReadOnly {
-            cause: "a key's segment kept disappearing during reads".into(),
+            cause: Fault::Other {
+                message: "a key's segment kept disappearing during reads".into(),
+            },
         })
     }
 
     fn sweep_if_due(&self, now: u64) {
-        if self
-            .keydir
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .has_expired(now)
-        {
-            self.keydir
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .sweep(now);
+        let due = self.keydir_read().is_ok_and(|kd| kd.has_expired(now));
+        if due && let Ok(mut kd) = self.keydir_write() {
+            kd.sweep(now);
         }
     }
 
     fn sync_now(&self) -> Result<()> {
         self.lead();
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if w.dirty
-            && let Err(e) = self.sync_active(&mut w, 0)
-        {
-            self.latch(&e);
-            return Err(e);
+        if self.opts.sync == SyncMode::Always {
+            self.sync_unsynced(true);
         }
-        Ok(())
+        self.sync_dirty()
     }
 
-    /// Stops the background thread, commits what is queued and syncs. Idempotent.
-    fn shutdown(&self, background: &Mutex<Option<JoinHandle<()>>>) -> Result<()> {
-        {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+    /// Stops the threads, commits what is queued and syncs. Idempotent.
+    fn shutdown(&self, threads: &Mutex<Threads>) -> Result<()> {
+        if let Ok(mut q) = self.queue.lock() {
             q.shutdown = true;
         }
         self.queue_cv.notify_all();
         self.compaction.stop();
-        let handle = background.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle
-            && h.join().is_err()
-        {
-            tracing::error!("engine background thread panicked");
+        let mut t = match threads.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        // In order: the background thread commits what was queued, the syncer
+        // syncs it, the sealer finishes the rotations.
+        join(t.background.take(), "background");
+        if let Ok(mut u) = self.unsynced.lock() {
+            u.shutdown = true;
         }
+        self.syncer_cv.notify_all();
+        join(t.syncer.take(), "syncer");
+        if let Ok(mut q) = self.sealer.lock() {
+            q.shutdown = true;
+        }
+        self.sealer_cv.notify_all();
+        join(t.sealer.take(), "sealer");
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let result = self.sync_now();
+        let result = self.sync_now().and_then(|()| self.cut_active());
         // Fail whatever was queued after the last commit.
-        let rest =
-            std::mem::take(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending);
-        for r in rest {
-            let _ = r.reply.send(Err(Error::Closed));
+        self.fail_queued(&Error::Closed);
+        if let Ok(mut slot) = self.spare.lock()
+            && let Some(s) = slot.spare.take()
+        {
+            s.discard(&*self.opts.fs);
         }
-        result
+        match self.failure() {
+            Some(cause) => result.and(Err(Error::ReadOnly { cause })),
+            None => result,
+        }
     }
 
-    /// The background thread: commits async requests, periodic fsyncs, expiry
-    /// sweeps and compaction triggers.
-    fn background(self: Arc<Self>) {
+    /// The background thread: commits async requests, expiry sweeps and
+    /// compaction triggers.
+    fn background(self: &Arc<Self>) {
         let sweep_every = self.opts.expiry_sweep_interval;
-        let tick = match self.opts.sync {
-            SyncMode::Periodic(d) => d.min(sweep_every),
-            _ => sweep_every,
-        }
-        .min(Duration::from_millis(250));
+        let tick = sweep_every.min(Duration::from_millis(250));
         let mut last_sweep = Instant::now();
         loop {
             let has_work = {
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let Ok(mut q) = self.lock(&self.queue, "the write queue") else {
+                    return;
+                };
                 if q.pending.is_empty() && !q.shutdown {
-                    q = self
-                        .queue_cv
-                        .wait_timeout(q, tick)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
+                    q = match self.queue_cv.wait_timeout(q, tick) {
+                        Ok((q, _)) => q,
+                        Err(_) => return,
+                    };
                 }
                 if q.shutdown {
                     break;
@@ -584,9 +764,6 @@ impl Shared {
             if has_work {
                 self.lead();
             }
-            if let SyncMode::Periodic(every) = self.opts.sync {
-                self.periodic_sync(every);
-            }
             if last_sweep.elapsed() >= sweep_every {
                 self.sweep_if_due(self.opts.clock.now_ms());
                 last_sweep = Instant::now();
@@ -594,5 +771,59 @@ impl Shared {
             self.maybe_compact_in_background();
         }
         self.lead();
+    }
+
+    /// The syncer thread: under `Always`, syncs and publishes appended groups as
+    /// they come (so the appender never waits for an fsync); under `Periodic`,
+    /// syncs every interval; in every mode, checks each second that `wal.log`
+    /// still has a name.
+    fn syncer(self: &Arc<Self>) {
+        let every = match self.opts.sync {
+            SyncMode::Periodic(d) => Some(d),
+            _ => None,
+        };
+        let tick = every.map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
+        let (mut last_sync, mut last_check) = (Instant::now(), Instant::now());
+        loop {
+            let shutdown = {
+                let Ok(mut u) = self.lock(&self.unsynced, "the unsynced queue") else {
+                    return;
+                };
+                if u.is_empty() && !u.shutdown {
+                    let wait = tick.saturating_sub(last_sync.elapsed().min(tick));
+                    u = match self.syncer_cv.wait_timeout(u, wait.max(Duration::from_millis(1))) {
+                        Ok((u, _)) => u,
+                        Err(_) => return,
+                    };
+                }
+                u.shutdown
+            };
+            self.sync_unsynced(false);
+            if let Some(d) = every
+                && last_sync.elapsed() >= d
+            {
+                let _ = self.sync_dirty();
+                last_sync = Instant::now();
+            }
+            if last_check.elapsed() >= Duration::from_secs(1) {
+                if let Ok(set) = self.segments_read() {
+                    let active = Arc::clone(&set.active);
+                    drop(set);
+                    let _ = self.check_not_removed(&active);
+                }
+                last_check = Instant::now();
+            }
+            if shutdown {
+                break;
+            }
+        }
+    }
+}
+
+fn join(handle: Option<JoinHandle<()>>, name: &str) {
+    if let Some(h) = handle
+        && h.join().is_err()
+    {
+        tracing::error!(thread = name, "engine thread panicked");
     }
 }

@@ -21,7 +21,6 @@ use super::format::hint::Hint;
 use super::format::record::{self, RecordKind};
 use super::format::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind};
 use super::keydir::{Entry, Key, Keydir};
-use super::memtable::Memtable;
 use super::migrate;
 use super::options::Options;
 use super::segment::SegmentSet;
@@ -99,8 +98,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     let mut disk_bytes = 0u64;
     for &id in &listing.segments {
         let path = dir::segment_path(dir, id);
-        let seg = SealedSegment::open(id, &path)?;
-        disk_bytes += seg.len();
+        let mut seg = SealedSegment::open(id, &path)?;
         let from_hint = listing.hints.binary_search(&id).is_ok()
             && load_hint(dir, &seg, &mut found, &mut report);
         if from_hint {
@@ -133,7 +131,13 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
             if s.corrupt > 0 || s.batches_discarded > 0 {
                 tracing::warn!(segment = %id, corrupt = s.corrupt, batches = s.batches_discarded, "skipped damaged records in sealed segment");
             }
+            if s.clean_end && (s.end as u64) < seg.len() {
+                // Sealed by a rotation that was killed before its unused,
+                // preallocated tail was cut: cut it now.
+                seg = cut_zero_tail(opts, &path, id, s.end as u64)?;
+            }
         }
+        disk_bytes += seg.len();
         report.segments += 1;
         sealed.insert(id, Arc::new(seg));
     }
@@ -142,20 +146,19 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         .segments
         .last()
         .map_or(SegmentId::FIRST, |id| id.next_generation());
-    let (active, wal_bytes) = recover_wal(dir, opts, next_id, &mut found, &mut report)?;
+    let active = recover_wal(dir, opts, next_id, &mut found, &mut report)?;
     disk_bytes += active.len();
 
     let live = newest_live(found, now);
     let keydir = Keydir::from_sorted(live);
     report.live_keys = keydir.len() as u64;
 
-    let capacity = super::memtable::capacity_for(opts.segment_bytes);
-    let memtable = Arc::new(Memtable::new(active.id(), wal_bytes, capacity));
     report.duration = started.elapsed();
     Ok(Recovered {
         keydir,
         segments: SegmentSet {
-            active: memtable,
+            active: Arc::clone(active.memtable()),
+            sealing: std::collections::BTreeMap::new(),
             sealed,
         },
         active,
@@ -247,27 +250,32 @@ fn load_hint(
     true
 }
 
-/// Step 4: scan `wal.log` (creating it when missing) and truncate its bad tail.
+/// Step 4: scan `wal.log` (creating it when missing) and cut its bad tail.
+///
+/// `wal.log` is preallocated: zeros after the last record are unused space,
+/// not a torn tail. Anything else after the good prefix is cut (and counted in
+/// `bytes_truncated`), then the file is allocated again, so the space after the
+/// records reads as zeros and no stale bytes can line up behind a later record.
 fn recover_wal(
     dir: &Path,
     opts: &Options,
     next_id: SegmentId,
     found: &mut Vec<Found>,
     report: &mut RecoveryReport,
-) -> Result<(ActiveSegment, Vec<u8>)> {
+) -> Result<ActiveSegment> {
     let fs = &*opts.fs;
     let path = dir.join(dir::WAL);
-    let mut bytes = match std::fs::read(&path) {
+    let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return ActiveSegment::create(fs, dir, next_id);
+            return ActiveSegment::create(fs, dir, next_id, opts.segment_bytes);
         }
         Err(e) => return Err(Error::io("reading", &path, e)),
     };
-    if bytes.len() < FILE_HEADER_LEN {
+    if bytes.len() < FILE_HEADER_LEN || super::segment::scan::all_zero(&bytes[..FILE_HEADER_LEN]) {
         // A wal.log torn while its header was being written holds no record.
-        report.bytes_truncated += bytes.len() as u64;
-        return ActiveSegment::create(fs, dir, next_id);
+        report.bytes_truncated += data_len(&bytes) as u64;
+        return ActiveSegment::create(fs, dir, next_id, opts.segment_bytes);
     }
     let id = match FileHeader::decode(&bytes) {
         // wal.log is always newer than every sealed segment. A header naming an
@@ -304,13 +312,28 @@ fn recover_wal(
     report.records += s.records;
     report.corrupt_records += s.corrupt;
     report.batches_discarded += s.batches_discarded;
-    let file_len = bytes.len() as u64;
     let good = s.end as u64;
-    if good < file_len {
-        report.bytes_truncated += file_len - good;
-        tracing::warn!(bytes = file_len - good, "truncating torn tail of wal.log");
+    if !s.clean_end {
+        let torn = data_len(&bytes).saturating_sub(s.end) as u64;
+        report.bytes_truncated += torn;
+        tracing::warn!(bytes = torn, "cutting torn tail of wal.log");
     }
-    let active = ActiveSegment::reopen(fs, dir, id, good, file_len)?;
-    bytes.truncate(s.end);
-    Ok((active, bytes))
+    ActiveSegment::reopen(fs, dir, id, good, !s.clean_end, opts.segment_bytes)
+}
+
+/// Cuts a sealed segment's zeroed tail at `len` and maps it again.
+fn cut_zero_tail(opts: &Options, path: &Path, id: SegmentId, len: u64) -> Result<SealedSegment> {
+    let mut file = opts
+        .fs
+        .open_append(path)
+        .map_err(|e| Error::io("opening", path, e))?;
+    file.set_len(len)
+        .map_err(|e| Error::io("cutting the unused tail of", path, e))?;
+    file.sync().map_err(|e| Error::io("syncing", path, e))?;
+    SealedSegment::open(id, path)
+}
+
+/// Length of `bytes` without its trailing zeros.
+fn data_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)
 }

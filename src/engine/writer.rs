@@ -1,38 +1,53 @@
-//! The writer: group commit onto `wal.log`.
+//! The writer: group commit onto `wal.log`, pipelined with its fsync.
 //!
 //! Writes are queued as requests. Whoever holds the writer lock — a thread
 //! calling [`Engine::apply`](super::Engine::apply), or the background thread on
 //! behalf of async callers — takes everything queued and commits it as a group:
 //!
-//! 1. plan each request in order against the keydir plus an overlay of the
-//!    group's earlier writes (so `created` flags and in-batch gets are exact);
+//! 1. plan each request in order against the keydir, the groups appended but not
+//!    yet synced, and an overlay of the group's earlier writes (so `created`
+//!    flags, deletes and in-batch gets are exact);
 //! 2. encode every record into one buffer (a request with more than one record
 //!    is framed behind a batch marker);
-//! 3. append the buffer with one write, then fsync once if the sync mode says so;
-//! 4. publish: append to the memtable, then apply every record to the keydir
-//!    under one write lock, so a batch becomes visible all at once;
-//! 5. acknowledge every request; rotate `wal.log` if it reached the segment size.
+//! 3. copy the buffer into `wal.log`'s mapping — no system call;
+//! 4. sync per mode. `Always`: the group joins the *unsynced* queue and the
+//!    writer lock is released at once, so group N+1 is planned and appended while
+//!    group N's `fdatasync` runs; whoever holds the sync lock syncs every queued
+//!    group with one `fdatasync` (and the directory, once after a rotation),
+//!    then publishes and acknowledges them in log order. `Periodic`/`Never`: no
+//!    sync here (the syncer thread syncs every interval in `Periodic`);
+//! 5. publish: apply every record to the keydir under one write lock, so a batch
+//!    becomes visible all at once; then acknowledge.
 //!
-//! A failed write or fsync fails every request of the group and latches the
-//! engine read-only: the page cache may have dropped what it failed to write.
+//! A single put or delete with nothing else in flight takes [`Shared::write_one`]:
+//! the same steps with no queue, no channel and no allocation.
+//!
+//! A failed fsync fails every request it covered and latches the engine
+//! read-only (the page cache may have dropped what it failed to write). A segment
+//! that cannot be allocated (a full disk) fails only the writes that needed it:
+//! nothing was written, so later writes try again.
+//!
+//! Lock order: sync → writer → unsynced → keydir; writer → spare; writer → segments.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::batch::{Expiry, Op, OpResult, Prior};
-use super::error::{Error, Result};
+use super::error::{Error, Fault, Result};
+use super::format::FILE_HEADER_LEN;
 use super::format::record::{self, RecordKind};
-use super::keydir::Entry;
+use super::keydir::{Entry, Key};
 use super::memtable::Memtable;
-use super::options::{MAX_SEGMENT_BYTES, SyncMode};
-use super::segment::active::{ActiveSegment, build_hint, write_hint};
-use super::segment::sealed::SealedSegment;
+use super::options::SyncMode;
+use super::segment::active::{ActiveSegment, RotateError, Spare};
 use super::stats::Counters;
 use super::{SegmentId, Shared};
 
 /// What a queued request's submitter waits on.
 pub(crate) type Reply = Result<Vec<OpResult>>;
+
+type Replies = Vec<(oneshot::Sender<Reply>, Vec<OpResult>)>;
 
 /// A queued write request.
 #[derive(Debug)]
@@ -46,12 +61,62 @@ pub(crate) struct Request {
 pub(crate) struct Writer {
     /// `None` once a failed rotation left no usable `wal.log`.
     pub active: Option<ActiveSegment>,
-    /// Appended bytes not yet fsynced.
-    pub dirty: bool,
-    pub last_sync: Instant,
+    /// The encoding buffer of [`Shared::write_one`], reused.
+    scratch: Vec<u8>,
+    /// Sequence number of the last group appended.
+    seq: u64,
+    /// The active segment whose successor the sealer was asked to make.
+    spare_asked: Option<SegmentId>,
+}
+
+impl Writer {
+    pub(crate) fn new(active: ActiveSegment) -> Writer {
+        Writer {
+            active: Some(active),
+            scratch: Vec::with_capacity(4096),
+            seq: 0,
+            spare_asked: None,
+        }
+    }
+}
+
+/// Groups appended under `Always` whose covering fsync has not completed, in
+/// log order, and the state of the keys they wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Unsynced {
+    groups: VecDeque<Appended>,
+    keys: HashMap<Key, Written>,
+    /// Set at close: the syncer drains what is left and stops.
+    pub shutdown: bool,
+}
+
+impl Unsynced {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// A key's state as an unsynced group left it.
+#[derive(Debug)]
+struct Written {
+    seq: u64,
+    /// `Some((memtable, offset))` of a live put, `None` for a delete.
+    value: Option<(Arc<Memtable>, u32)>,
+}
+
+/// A group in `wal.log`, awaiting its fsync.
+#[derive(Debug)]
+struct Appended {
+    seq: u64,
+    memtable: Arc<Memtable>,
+    base: u64,
+    buf: Vec<u8>,
+    pubs: Vec<Publication>,
+    replies: Replies,
 }
 
 /// A record planned for the group, pointing into the group buffer.
+#[derive(Debug)]
 struct Publication {
     kind: RecordKind,
     expiry: u64,
@@ -67,50 +132,168 @@ struct Publication {
 
 /// A key's state as written earlier in the same group: `Some(range)` of its
 /// value in the group buffer, or `None` when deleted or already expired.
-type Pending = Option<std::ops::Range<usize>>;
+type InGroup = Option<std::ops::Range<usize>>;
 
 #[derive(Default)]
 struct Group {
     buf: Vec<u8>,
     pubs: Vec<Publication>,
-    replies: Vec<(oneshot::Sender<Reply>, Vec<OpResult>)>,
-    // The state of keys written by this group and not yet published.
-    overlay: HashMap<Vec<u8>, Pending>,
+    replies: Replies,
+    // The state of keys written by this group and not yet appended.
+    overlay: HashMap<Vec<u8>, InGroup>,
+}
+
+/// What a key was before a planned write, as far as planning can tell.
+enum Seen {
+    Absent,
+    Live(Option<Vec<u8>>),
 }
 
 impl Shared {
     /// Takes the writer lock and commits everything queued.
     pub(crate) fn lead(&self) {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let requests =
-            std::mem::take(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending);
-        if !requests.is_empty() {
-            self.commit(&mut w, requests);
+        match self.lock(&self.writer, "the writer lock") {
+            Ok(mut w) => {
+                let requests = self.take_queued();
+                if !requests.is_empty() {
+                    self.commit(&mut w, requests);
+                }
+            }
+            Err(e) => self.fail_queued(&e),
         }
     }
 
     /// Commits everything queued if no other thread is committing; otherwise
-    /// leaves it to the background thread and returns at once.
+    /// leaves it to the background thread. Returns whether it committed.
     ///
     /// A caller whose request is already queued must not wait on the writer
     /// lock: every waiter would then pass through the lock one after another,
-    /// each committing only what was queued meanwhile — about one fsync per
-    /// write. Woken, the background thread takes the lock once the current
-    /// group is done and commits everything queued by then as one group.
-    pub(crate) fn lead_or_hand_off(&self) {
+    /// each committing only what was queued meanwhile.
+    pub(crate) fn lead_or_hand_off(&self) -> bool {
         let mut w = match self.writer.try_lock() {
             Ok(w) => w,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                let e = self.poisoned("the writer lock");
+                self.fail_queued(&e);
+                return true;
+            }
             Err(std::sync::TryLockError::WouldBlock) => {
                 self.queue_cv.notify_one();
-                return;
+                return false;
             }
         };
-        let requests =
-            std::mem::take(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending);
+        let requests = self.take_queued();
         if !requests.is_empty() {
             self.commit(&mut w, requests);
         }
+        true
+    }
+
+    fn take_queued(&self) -> Vec<Request> {
+        match self.queue.lock() {
+            Ok(mut q) => std::mem::take(&mut q.pending),
+            // A poisoned queue holds only requests; failing them is all we do.
+            Err(p) => {
+                self.latch_fault(Fault::Panic {
+                    place: "the write queue",
+                    message: "a panic while the queue was held".into(),
+                });
+                std::mem::take(&mut p.into_inner().pending)
+            }
+        }
+    }
+
+    /// Fails every queued request with `e`.
+    pub(crate) fn fail_queued(&self, e: &Error) {
+        for r in self.take_queued() {
+            let _ = r.reply.send(Err(replicate(e)));
+        }
+    }
+
+    /// Step 1–5 for one put or tombstone with no queue, channel or allocation,
+    /// when nothing else is in flight; `None` sends the caller to the queue.
+    pub(crate) fn write_one(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        value: &[u8],
+        expiry: u64,
+    ) -> Option<Result<Prior>> {
+        let always = self.opts.sync == SyncMode::Always;
+        // Held through the fsync so no later group publishes before this one.
+        let _sync = if always {
+            Some(self.sync_lock.try_lock().ok()?)
+        } else {
+            None
+        };
+        let mut guard = self.writer.try_lock().ok()?;
+        let w = &mut *guard;
+        if !self.queue.lock().ok()?.pending.is_empty() {
+            return None;
+        }
+        if always && !self.unsynced.lock().ok()?.is_empty() {
+            return None;
+        }
+        if let Some(cause) = self.failure() {
+            return Some(Err(Error::ReadOnly { cause }));
+        }
+        let now = self.opts.clock.now_ms();
+        if kind == RecordKind::Tombstone {
+            let live = match self.keydir_read() {
+                Ok(kd) => kd.get(key).is_some_and(|e| !e.is_expired(now)),
+                Err(e) => return Some(Err(e)),
+            };
+            if !live {
+                return Some(Ok(Prior::Absent));
+            }
+        }
+        let mut buf = std::mem::take(&mut w.scratch);
+        buf.clear();
+        record::encode(&mut buf, kind, expiry, key, value);
+        let (memtable, base) = match self.append_group(w, &buf) {
+            Ok(x) => x,
+            Err(e) => {
+                w.scratch = buf;
+                return Some(Err(e));
+            }
+        };
+        let p = Publication {
+            kind,
+            expiry,
+            offset_in_buf: 0,
+            key_at: buf.len() - value.len() - key.len(),
+            key_len: key.len(),
+            value_len: record::len_u32(value.len()),
+            prior_slot: None,
+        };
+        let prior = |old: Option<Entry>| live_prior(old.is_some_and(|e| !e.is_expired(now)));
+        if !always {
+            let old = self.publish_one(memtable.id(), base, &buf, &p, now);
+            w.scratch = buf;
+            return Some(old.map(prior));
+        }
+        // Let the next group append while this one syncs.
+        drop(guard);
+        let started = Instant::now();
+        if let Err(e) = self
+            .sync_memtable(&memtable)
+            .and_then(|()| self.check_not_removed(&memtable))
+        {
+            self.latch(&e);
+            return Some(Err(e));
+        }
+        let elapsed = started.elapsed();
+        let old = self.publish_one(memtable.id(), base, &buf, &p, now);
+        drop(_sync);
+        if let Ok(mut w) = self.writer.try_lock() {
+            w.scratch = buf;
+        }
+        // Groups appended while this one synced: nobody else may be syncing.
+        if self.unsynced.lock().is_ok_and(|u| !u.is_empty()) {
+            self.sync_unsynced(false);
+        }
+        self.observe_fsync(Some(elapsed), 1);
+        Some(old.map(prior))
     }
 
     fn commit(&self, w: &mut Writer, requests: Vec<Request>) {
@@ -126,29 +309,37 @@ impl Shared {
         let mut g = Group::default();
         let last = requests.len().saturating_sub(1);
         for (i, req) in requests.into_iter().enumerate() {
-            let size = planned_size(&req.ops);
-            let active_len = w.active.as_ref().map_or(0, ActiveSegment::len);
-            if !g.replies.is_empty()
-                && active_len + (g.buf.len() + size) as u64 > self.opts.segment_bytes
-            {
+            let size = planned_size(&req.ops) as u64;
+            let room = w.active.as_ref().map_or(0, ActiveSegment::room);
+            if !g.replies.is_empty() && g.buf.len() as u64 + size > room {
                 self.flush(w, &mut g, now);
             }
-            let results = self.plan(&req.ops, &mut g, now, i == last);
-            g.replies.push((req.reply, results));
+            match self.plan(&req.ops, &mut g, now, i == last) {
+                Ok(results) => g.replies.push((req.reply, results)),
+                Err(e) => {
+                    let _ = req.reply.send(Err(e));
+                }
+            }
         }
         self.flush(w, &mut g, now);
     }
 
     /// Step 1–2 for one request: results, records, overlay.
-    fn plan(&self, ops: &[Op], g: &mut Group, now: u64, last_request: bool) -> Vec<OpResult> {
+    fn plan(
+        &self,
+        ops: &[Op],
+        g: &mut Group,
+        now: u64,
+        last_request: bool,
+    ) -> Result<Vec<OpResult>> {
         let reply_index = g.replies.len();
         let writes = ops.iter().filter(|op| op.is_write()).count();
         let marker_at = g.buf.len();
+        let first_pub = g.pubs.len();
         if writes > 1 {
             // Placeholder; rewritten below with the real record count.
             record::encode_batch_marker(&mut g.buf, 0);
         }
-        let first_pub = g.pubs.len();
         let mut results = Vec::with_capacity(ops.len());
         for (op_index, op) in ops.iter().enumerate() {
             // Nothing after the group's very last operation can consult the overlay.
@@ -161,7 +352,7 @@ impl Shared {
                         None => (Prior::Absent, Some((reply_index, op_index))),
                     };
                     let raw = expiry.to_raw();
-                    let value_at = self.push_record(g, key, RecordKind::Put, raw, value, slot);
+                    let value_at = push_record(g, key, RecordKind::Put, raw, value, slot);
                     if remember {
                         let live = !matches!(expiry, Expiry::At(t) if *t <= now);
                         g.overlay
@@ -170,9 +361,17 @@ impl Shared {
                     results.push(OpResult::Put(prior));
                 }
                 Op::Delete { key } => {
-                    let prior = self.prior(key, g, now);
+                    let prior = match self.seen(key, g, now, false) {
+                        Ok(Seen::Live(_)) => Prior::Live,
+                        Ok(Seen::Absent) => Prior::Absent,
+                        Err(e) => {
+                            g.buf.truncate(marker_at);
+                            g.pubs.truncate(first_pub);
+                            return Err(e);
+                        }
+                    };
                     if prior == Prior::Live {
-                        self.push_record(g, key, RecordKind::Tombstone, 0, &[], None);
+                        push_record(g, key, RecordKind::Tombstone, 0, &[], None);
                         if remember {
                             g.overlay.insert(key.clone(), None);
                         }
@@ -180,16 +379,16 @@ impl Shared {
                     results.push(OpResult::Delete(prior));
                 }
                 Op::Get { key } => {
-                    let value = match g.overlay.get(key.as_slice()) {
-                        Some(v) => Ok(v.clone().map(|r| g.buf[r].to_vec())),
-                        None => self.read(key, now),
-                    };
                     // A read failure inside a batch reads as absent rather than
                     // failing writes that are otherwise fine; it is logged.
-                    let value = value.unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "read inside batch failed");
-                        None
-                    });
+                    let value = match self.seen(key, g, now, true) {
+                        Ok(Seen::Live(v)) => v,
+                        Ok(Seen::Absent) => None,
+                        Err(e) => {
+                            tracing::error!(error = %e, "read inside batch failed");
+                            None
+                        }
+                    };
                     results.push(OpResult::Get(value));
                 }
             }
@@ -218,62 +417,54 @@ impl Shared {
                 }
             }
         }
-        results
+        Ok(results)
     }
 
-    fn prior(&self, key: &[u8], g: &Group, now: u64) -> Prior {
-        let live = match g.overlay.get(key) {
-            Some(state) => state.is_some(),
-            None => self
-                .keydir
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(key)
-                .is_some_and(|e| !e.is_expired(now)),
-        };
-        live_prior(live)
-    }
-
-    /// Encodes a record into the group buffer; returns where its value starts.
-    fn push_record(
-        &self,
-        g: &mut Group,
-        key: &[u8],
-        kind: RecordKind,
-        expiry: u64,
-        value: &[u8],
-        prior_slot: Option<(usize, usize)>,
-    ) -> usize {
-        let offset_in_buf = g.buf.len();
-        record::encode(&mut g.buf, kind, expiry, key, value);
-        let value_at = g.buf.len() - value.len();
-        g.pubs.push(Publication {
-            kind,
-            expiry,
-            offset_in_buf,
-            key_at: value_at - key.len(),
-            key_len: key.len(),
-            value_len: record::len_u32(value.len()),
-            prior_slot,
-        });
-        value_at
+    /// The state of `key` before the op being planned: this group's overlay,
+    /// then the unsynced groups, then the keydir. `value`: fetch it (a get).
+    fn seen(&self, key: &[u8], g: &Group, now: u64, value: bool) -> Result<Seen> {
+        if let Some(state) = g.overlay.get(key) {
+            return Ok(match state {
+                Some(r) => Seen::Live(value.then(|| g.buf[r.clone()].to_vec())),
+                None => Seen::Absent,
+            });
+        }
+        if self.opts.sync == SyncMode::Always {
+            let u = self.lock(&self.unsynced, "the unsynced queue")?;
+            if let Some(w) = u.keys.get(super::keydir::KeySlice::new(key)) {
+                return match &w.value {
+                    None => Ok(Seen::Absent),
+                    Some((m, offset)) => {
+                        let rec = super::segment::record_at(m.id(), m.bytes(), *offset)?;
+                        if rec.expiry != 0 && rec.expiry <= now {
+                            Ok(Seen::Absent)
+                        } else {
+                            Ok(Seen::Live(value.then(|| rec.value.to_vec())))
+                        }
+                    }
+                };
+            }
+        }
+        if value {
+            return Ok(match self.read(key, now)? {
+                Some(v) => Seen::Live(Some(v)),
+                None => Seen::Absent,
+            });
+        }
+        let live = self
+            .keydir_read()?
+            .get(key)
+            .is_some_and(|e| !e.is_expired(now));
+        Ok(if live { Seen::Live(None) } else { Seen::Absent })
     }
 
     /// Steps 3–5 for the group so far.
     fn flush(&self, w: &mut Writer, g: &mut Group, now: u64) {
-        let replies = std::mem::take(&mut g.replies);
+        let mut replies = std::mem::take(&mut g.replies);
         let pubs = std::mem::take(&mut g.pubs);
-        let mut replies = replies;
         g.overlay.clear();
         let buf = std::mem::take(&mut g.buf);
-        if buf.is_empty() {
-            for (tx, results) in replies {
-                let _ = tx.send(Ok(results));
-            }
-            return;
-        }
-        // An earlier flush of this group may have failed after part of its bytes
-        // reached wal.log: nothing may be appended (and acknowledged) after them.
+        let always = self.opts.sync == SyncMode::Always;
         if let Some(cause) = self.failure() {
             for (tx, _) in replies {
                 let _ = tx.send(Err(Error::ReadOnly {
@@ -282,101 +473,312 @@ impl Shared {
             }
             return;
         }
-        if let Err(e) = self.append_and_sync(w, &buf, replies.len()) {
-            self.latch(&e);
-            for (tx, _) in replies {
-                let _ = tx.send(Err(replicate(&e)));
+        if buf.is_empty() {
+            // Nothing to write; under `Always` the answer may rest on unsynced
+            // groups, so it waits its turn behind them.
+            let unsynced = always && self.unsynced.lock().is_ok_and(|u| !u.is_empty());
+            if !unsynced {
+                for (tx, results) in replies {
+                    let _ = tx.send(Ok(results));
+                }
+                return;
             }
+        }
+        let (memtable, base) = if buf.is_empty() {
+            match self.segments_read() {
+                Ok(set) => (Arc::clone(&set.active), 0),
+                Err(e) => return fail_all(replies, &e),
+            }
+        } else {
+            match self.append_group(w, &buf) {
+                Ok(x) => x,
+                Err(e) => return fail_all(replies, &e),
+            }
+        };
+        if always {
+            w.seq += 1;
+            let seq = w.seq;
+            let mut u = match self.lock(&self.unsynced, "the unsynced queue") {
+                Ok(u) => u,
+                Err(e) => return fail_all(replies, &e),
+            };
+            for p in &pubs {
+                let live = p.kind == RecordKind::Put;
+                let offset = offset_u32(base + p.offset_in_buf as u64);
+                u.keys.insert(
+                    Key::from_slice(&buf[p.key_at..p.key_at + p.key_len]),
+                    Written {
+                        seq,
+                        value: live.then(|| (Arc::clone(&memtable), offset)),
+                    },
+                );
+            }
+            u.groups.push_back(Appended {
+                seq,
+                memtable,
+                base,
+                buf,
+                pubs,
+                replies,
+            });
+            drop(u);
+            self.syncer_cv.notify_one();
             return;
         }
-        let Some(active) = w.active.as_ref() else {
-            return;
-        };
-        let segment = active.id();
-        let base = active.len() - buf.len() as u64;
-        self.publish(segment, base, &buf, &pubs, &mut replies, now);
+        if let Err(e) = self.publish(memtable.id(), base, &buf, &pubs, &mut replies, now) {
+            return fail_all(replies, &e);
+        }
         Counters::add(&self.counters.writes, replies.len() as u64);
         for (tx, results) in replies {
             let _ = tx.send(Ok(results));
         }
-        if active.len() >= self.opts.segment_bytes {
-            self.rotate(w);
-        }
     }
 
-    fn append_and_sync(&self, w: &mut Writer, buf: &[u8], writes: usize) -> Result<()> {
-        let active = w.active.as_mut().ok_or_else(|| Error::ReadOnly {
-            cause: "no active segment after a failed rotation".into(),
-        })?;
-        if active.len() + buf.len() as u64 > 2 * MAX_SEGMENT_BYTES {
-            return Err(Error::BatchTooLarge {
-                len: buf.len() as u64,
-                max: MAX_SEGMENT_BYTES,
-            });
+    /// Step 3: copies `buf` into `wal.log`, rotating first if it does not fit
+    /// and after if the segment is full. Returns where it went.
+    fn append_group(&self, w: &mut Writer, buf: &[u8]) -> Result<(Arc<Memtable>, u64)> {
+        let n = buf.len() as u64;
+        let room = match w.active.as_ref() {
+            Some(a) => a.room(),
+            None => return Err(self.no_active()),
+        };
+        if n > room {
+            self.rotate(w, n)?;
         }
+        let active = w.active.as_mut().ok_or_else(|| self.no_active())?;
+        let base = active.len();
         active.append(buf)?;
-        Counters::add(&self.counters.disk_bytes, buf.len() as u64);
-        let sync_now = match self.opts.sync {
-            SyncMode::Always => true,
-            SyncMode::Periodic(every) => w.last_sync.elapsed() >= every,
-            SyncMode::Never => false,
-        };
-        if sync_now {
-            self.sync_active(w, writes)
-        } else {
-            w.dirty = true;
-            Ok(())
+        Counters::add(&self.counters.disk_bytes, n);
+        let memtable = Arc::clone(active.memtable());
+        if active.len() * 2 >= active.capacity() && w.spare_asked != Some(active.id()) {
+            w.spare_asked = Some(active.id());
+            self.want_spare();
+        }
+        if active.len() >= self.opts.segment_bytes {
+            // The group is in the file either way; a failed rotation latched.
+            let _ = self.rotate(w, 0);
+        }
+        Ok((memtable, base))
+    }
+
+    fn no_active(&self) -> Error {
+        Error::ReadOnly {
+            cause: self.failure().unwrap_or(Fault::Other {
+                message: "no active segment after a failed rotation".into(),
+            }),
         }
     }
 
-    /// fsyncs `wal.log`, counting and reporting it.
-    pub(crate) fn sync_active(&self, w: &mut Writer, writes: usize) -> Result<()> {
-        let Some(active) = w.active.as_mut() else {
-            return Ok(());
-        };
-        let started = Instant::now();
-        active.sync()?;
-        let elapsed = started.elapsed();
-        Counters::add(&self.counters.fsyncs, 1);
-        if let Some(obs) = &self.opts.observer {
-            obs.fsync(elapsed, writes);
+    /// Syncs every unsynced group with one fdatasync per segment, then publishes
+    /// and acknowledges them in log order (step 4–5 under `Always`); again while
+    /// more groups arrived meanwhile.
+    ///
+    /// If another thread is syncing, returns at once (unless `wait`): that
+    /// thread goes round again before it lets go of the sync lock and finds the
+    /// groups appended meanwhile — callers must not queue on the sync lock, or
+    /// each would sync only what arrived while it waited (a convoy of fsyncs).
+    pub(crate) fn sync_unsynced(&self, wait: bool) {
+        loop {
+            let guard = if wait {
+                match self.sync_lock.lock() {
+                    Ok(g) => g,
+                    Err(_) => {
+                        let e = self.poisoned("the sync lock");
+                        return self.fail_unsynced(&e);
+                    }
+                }
+            } else {
+                match self.sync_lock.try_lock() {
+                    Ok(g) => g,
+                    Err(std::sync::TryLockError::WouldBlock) => return,
+                    Err(std::sync::TryLockError::Poisoned(_)) => {
+                        let e = self.poisoned("the sync lock");
+                        return self.fail_unsynced(&e);
+                    }
+                }
+            };
+            self.sync_round(guard);
+            match self.unsynced.lock() {
+                Ok(u) if !u.is_empty() => continue,
+                _ => return,
+            }
         }
-        w.dirty = false;
-        w.last_sync = Instant::now();
+    }
+
+    /// One round of [`sync_unsynced`](Self::sync_unsynced), under the sync lock.
+    fn sync_round(&self, sync: std::sync::MutexGuard<'_, ()>) {
+        let groups: Vec<Appended> = match self.unsynced.lock() {
+            Ok(mut u) => u.groups.drain(..).collect(),
+            Err(_) => {
+                drop(sync);
+                let e = self.poisoned("the unsynced queue");
+                self.fail_unsynced(&e);
+                return;
+            }
+        };
+        if groups.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut result = Ok(());
+        let mut synced: Option<&Arc<Memtable>> = None;
+        for g in &groups {
+            if synced.is_some_and(|m| Arc::ptr_eq(m, &g.memtable)) {
+                continue;
+            }
+            synced = Some(&g.memtable);
+            result = self
+                .sync_memtable(&g.memtable)
+                .and_then(|()| self.check_not_removed(&g.memtable));
+            if result.is_err() {
+                break;
+            }
+        }
+        let elapsed = started.elapsed();
+        let writes: usize = groups.iter().map(|g| g.replies.len()).sum();
+        let now = self.opts.clock.now_ms();
+        let mut done = Vec::with_capacity(groups.len());
+        for mut g in groups {
+            let published = result.as_ref().map_err(replicate).and_then(|()| {
+                self.publish(g.memtable.id(), g.base, &g.buf, &g.pubs, &mut g.replies, now)
+            });
+            done.push((g, published));
+        }
+        if let Err(e) = &result {
+            self.latch(e);
+        }
+        self.forget_unsynced(done.iter().map(|(g, _)| g));
+        drop(sync);
+        for (g, published) in done {
+            match published {
+                Ok(()) => {
+                    Counters::add(&self.counters.writes, g.replies.len() as u64);
+                    for (tx, results) in g.replies {
+                        let _ = tx.send(Ok(results));
+                    }
+                }
+                Err(e) => fail_all(g.replies, &e),
+            }
+        }
+        if result.is_ok() {
+            self.observe_fsync(Some(elapsed), writes);
+        }
+    }
+
+    /// Drops the unsynced-key entries of `groups` (published or failed), unless
+    /// a later group wrote the key again.
+    fn forget_unsynced<'a>(&self, groups: impl Iterator<Item = &'a Appended>) {
+        let Ok(mut u) = self.unsynced.lock() else {
+            return;
+        };
+        for g in groups {
+            for p in &g.pubs {
+                let key = super::keydir::KeySlice::new(&g.buf[p.key_at..p.key_at + p.key_len]);
+                if u.keys.get(key).is_some_and(|w| w.seq == g.seq) {
+                    u.keys.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Fails every unsynced group with `e` (the sync path itself broke).
+    fn fail_unsynced(&self, e: &Error) {
+        let groups: Vec<Appended> = match self.unsynced.lock() {
+            Ok(mut u) => {
+                u.keys.clear();
+                u.groups.drain(..).collect()
+            }
+            Err(p) => {
+                let mut u = p.into_inner();
+                u.keys.clear();
+                u.groups.drain(..).collect()
+            }
+        };
+        for g in groups {
+            fail_all(g.replies, e);
+        }
+    }
+
+    /// fsyncs `m` (and first the directory, if a rotation named it), counting it.
+    pub(crate) fn sync_memtable(&self, m: &Memtable) -> Result<()> {
+        if m.take_dir_unsynced()
+            && let Err(e) = self.opts.fs.sync_dir(&self.dir)
+        {
+            m.restore_dir_unsynced();
+            return Err(Error::io("syncing directory", &self.dir, e));
+        }
+        m.sync()?;
+        Counters::add(&self.counters.fsyncs, 1);
         Ok(())
     }
 
-    /// Step 4: memtable first, then the keydir, so a published entry is readable.
+    /// Fails (and latches) once `m`'s file has no name left: writes acknowledged
+    /// into an unlinked `wal.log` would be lost with it.
+    pub(crate) fn check_not_removed(&self, m: &Memtable) -> Result<()> {
+        match m.with_file(|f| f.link_count()) {
+            Ok(0) => {
+                let e = Error::ReadOnly {
+                    cause: Fault::Removed {
+                        path: m.path().to_path_buf(),
+                    },
+                };
+                self.latch(&e);
+                Err(e)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::io("checking", m.path(), e)),
+        }
+    }
+
+    /// Tells the embedder's observer about an fsync, outside every engine lock;
+    /// a panic in it latches the engine like any panic on an engine path.
+    fn observe_fsync(&self, elapsed: Option<std::time::Duration>, writes: usize) {
+        let (Some(elapsed), Some(obs)) = (elapsed, &self.opts.observer) else {
+            return;
+        };
+        let call = std::panic::AssertUnwindSafe(|| obs.fsync(elapsed, writes));
+        if let Err(payload) = std::panic::catch_unwind(call) {
+            self.latch_fault(Fault::panic("the fsync observer", &*payload));
+        }
+    }
+
+    /// Step 5 for one record of [`write_one`](Self::write_one); returns the entry it replaced.
+    fn publish_one(
+        &self,
+        segment: SegmentId,
+        base: u64,
+        buf: &[u8],
+        p: &Publication,
+        now: u64,
+    ) -> Result<Option<Entry>> {
+        let key = &buf[p.key_at..p.key_at + p.key_len];
+        let mut kd = self.keydir_write()?;
+        let old = if p.kind == RecordKind::Put && !(p.expiry != 0 && p.expiry <= now) {
+            kd.insert(key, entry(segment, base, p))
+        } else {
+            kd.remove(key)
+        };
+        drop(kd);
+        Counters::add(&self.counters.writes, 1);
+        Ok(old)
+    }
+
+    /// Step 5: every record of a group to the keydir under one write lock.
     fn publish(
         &self,
         segment: SegmentId,
         base: u64,
         buf: &[u8],
         pubs: &[Publication],
-        replies: &mut [(oneshot::Sender<Reply>, Vec<OpResult>)],
+        replies: &mut Replies,
         now: u64,
-    ) {
-        self.segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .active
-            .append(buf);
-        let mut kd = self.keydir.write().unwrap_or_else(|p| p.into_inner());
+    ) -> Result<()> {
+        let mut kd = self.keydir_write()?;
         for p in pubs {
             let key = &buf[p.key_at..p.key_at + p.key_len];
             let live = p.kind == RecordKind::Put && !(p.expiry != 0 && p.expiry <= now);
             let old = if live {
-                // Offsets fit: segments are bounded by 2 × MAX_SEGMENT_BYTES < 4 GiB.
-                let offset = u32::try_from(base + p.offset_in_buf as u64).unwrap_or(u32::MAX);
-                kd.insert(
-                    key,
-                    Entry {
-                        segment,
-                        offset,
-                        value_len: p.value_len,
-                        expiry: p.expiry,
-                    },
-                )
+                kd.insert(key, entry(segment, base, p))
             } else {
                 kd.remove(key)
             };
@@ -386,114 +788,188 @@ impl Shared {
                 *slot = OpResult::Put(live_prior(old.is_some_and(|e| !e.is_expired(now))));
             }
         }
+        Ok(())
     }
 
-    /// Seals `wal.log` and starts the next one (see `segment::active`).
-    pub(crate) fn rotate(&self, w: &mut Writer) {
-        let Some(active) = w.active.take() else {
-            return;
+    /// Seals `wal.log` and makes the spare (or a new segment big enough for
+    /// `needed` more bytes) the active segment; the sealer thread finishes the
+    /// old one. See `segment::active` for the steps.
+    pub(crate) fn rotate(&self, w: &mut Writer, needed: u64) -> Result<()> {
+        let Some(active) = w.active.as_ref() else {
+            return Err(self.no_active());
         };
-        let id = active.id();
+        let next = active.id().next_generation();
+        let capacity = self
+            .opts
+            .segment_bytes
+            .max(FILE_HEADER_LEN as u64 + needed);
+        let spare = match self.take_spare(next, capacity) {
+            Ok(s) => s,
+            // A failed fsync latches, wherever it is; a segment that could not
+            // be written or allocated (a full disk) fails only this write.
+            Err(e) if is_sync_failure(&e) => return Err(self.latch_and_refuse(&e)),
+            Err(e) => return Err(e),
+        };
         let fs = &*self.opts.fs;
-        let memtable = Arc::clone(
-            &self
-                .segments
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .active,
-        );
-        let sealed_path = match active.seal(fs, &self.dir) {
-            Ok(p) => p,
-            Err(e) => {
-                // The memtable still serves every published key; writes stop.
+        let rotated = active.rotate_to(fs, &self.dir, spare);
+        let new = match rotated {
+            Ok(new) => new,
+            Err(RotateError::Unchanged(e)) => return Err(self.latch_and_refuse(&e)),
+            Err(RotateError::NoWal(e)) => {
+                // The old memtable keeps serving reads; writes stop.
+                if let Some(old) = w.active.take() {
+                    self.hand_to_sealer(Arc::clone(old.memtable()), None);
+                }
                 self.latch(&e);
-                return;
+                return Err(e);
             }
         };
-        Counters::add(&self.counters.fsyncs, 1);
-        let hint = memtable.with_bytes(|b| build_hint(id, b));
-        if let Err(e) = write_hint(fs, &self.dir, id, &hint) {
-            tracing::warn!(segment = %id, error = %e, "hint file not written; next open scans this segment");
-        }
-        let sealed = match SealedSegment::open(id, &sealed_path) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                self.latch(&e);
-                return;
-            }
-        };
-        let next = id.next_generation();
-        let (new_active, header) = match ActiveSegment::create(fs, &self.dir, next) {
-            Ok(x) => x,
-            Err(e) => {
-                // Keep reads whole: the sealed map serves the old memtable's keys.
-                self.segments
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .sealed
-                    .insert(id, sealed);
-                self.latch(&e);
-                return;
-            }
-        };
-        Counters::add(&self.counters.disk_bytes, header.len() as u64);
+        Counters::add(&self.counters.disk_bytes, new.len());
         Counters::add(&self.counters.segments, 1);
-        let fresh = Arc::new(Memtable::new(
-            next,
-            header,
-            super::memtable::capacity_for(self.opts.segment_bytes),
-        ));
-        {
-            let mut set = self.segments.write().unwrap_or_else(|p| p.into_inner());
-            set.sealed.insert(id, sealed);
-            set.active = fresh;
+        let fresh = Arc::clone(new.memtable());
+        let old = w.active.replace(new).map(|a| Arc::clone(a.memtable()));
+        if let Some(old) = old {
+            self.hand_to_sealer(old, Some(fresh));
         }
-        w.active = Some(new_active);
-        w.dirty = false;
-        w.last_sync = Instant::now();
+        Ok(())
     }
 
-    /// Syncs if the periodic interval has passed since the last sync.
-    pub(crate) fn periodic_sync(&self, every: Duration) {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if w.dirty
-            && w.last_sync.elapsed() >= every
-            && let Err(e) = self.sync_active(&mut w, 0)
-        {
-            self.latch(&e);
+    /// The spare for segment `next` if one of `capacity` is ready, else a new one.
+    fn take_spare(&self, next: SegmentId, capacity: u64) -> Result<Spare> {
+        let fs = &*self.opts.fs;
+        let mut slot = self.lock(&self.spare, "the spare segment")?;
+        slot.taken = Some(next);
+        if let Some(s) = slot.spare.take() {
+            if s.id() == next && s.capacity() >= capacity {
+                return Ok(s);
+            }
+            s.discard(fs);
         }
+        ActiveSegment::prepare(fs, &self.dir, next, capacity)
+    }
+
+    /// Syncs the active memtable if it has unsynced bytes (`Periodic`, `sync()`).
+    pub(crate) fn sync_dirty(&self) -> Result<()> {
+        let _sync = self.lock(&self.sync_lock, "the sync lock")?;
+        let memtables: Vec<Arc<Memtable>> = {
+            let set = self.segments_read()?;
+            set.sealing
+                .values()
+                .chain(std::iter::once(&set.active))
+                .cloned()
+                .collect()
+        };
+        let mut synced = None;
+        for m in memtables {
+            if m.is_dirty() {
+                let started = Instant::now();
+                self.sync_memtable(&m).inspect_err(|e| self.latch(e))?;
+                synced = Some(started.elapsed());
+            }
+        }
+        drop(_sync);
+        self.observe_fsync(synced, 0);
+        Ok(())
+    }
+
+    /// Latches after `e`; the error for the write that met it.
+    fn latch_and_refuse(&self, e: &Error) -> Error {
+        self.latch(e);
+        Error::ReadOnly {
+            cause: self.failure().unwrap_or_else(|| Fault::of(e)),
+        }
+    }
+
+    /// Seals nothing more: takes `wal.log` away from the writer and cuts its
+    /// unused, preallocated tail (a cleanly closed directory holds no
+    /// preallocated space). Runs at close, after the last sync.
+    pub(crate) fn cut_active(&self) -> Result<()> {
+        let Some(active) = self.lock(&self.writer, "the writer lock")?.active.take() else {
+            return Ok(());
+        };
+        let m = active.memtable();
+        let len = m.len() as u64;
+        m.with_file(|f| {
+            f.set_len(len)?;
+            f.sync()
+        })
+        .map_err(|e| Error::io("cutting the unused tail of", m.path(), e))
     }
 
     /// Latches the engine read-only after `e`.
     pub(crate) fn latch(&self, e: &Error) {
-        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        if f.is_none() {
-            tracing::error!(error = %e, "I/O failure: engine is now read-only");
-            *f = Some(e.to_string());
+        self.latch_fault(Fault::of(e));
+    }
+
+    /// Latches the engine read-only with `fault` (the first fault wins).
+    pub(crate) fn latch_fault(&self, fault: Fault) {
+        if self.failure.set(fault).is_ok() {
+            if let Some(f) = self.failure.get() {
+                tracing::error!(fault = %f, "engine is now read-only");
+            }
             self.counters
                 .read_only
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
-    /// The failure that latched the engine, if any.
-    pub(crate) fn failure(&self) -> Option<String> {
-        if !self
-            .counters
-            .read_only
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            return None;
-        }
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The fault that latched the engine, if any.
+    pub(crate) fn failure(&self) -> Option<Fault> {
+        self.failure.get().cloned()
     }
+}
+
+/// Encodes a record into the group buffer; returns where its value starts.
+fn push_record(
+    g: &mut Group,
+    key: &[u8],
+    kind: RecordKind,
+    expiry: u64,
+    value: &[u8],
+    prior_slot: Option<(usize, usize)>,
+) -> usize {
+    let offset_in_buf = g.buf.len();
+    record::encode(&mut g.buf, kind, expiry, key, value);
+    let value_at = g.buf.len() - value.len();
+    g.pubs.push(Publication {
+        kind,
+        expiry,
+        offset_in_buf,
+        key_at: value_at - key.len(),
+        key_len: key.len(),
+        value_len: record::len_u32(value.len()),
+        prior_slot,
+    });
+    value_at
+}
+
+fn entry(segment: SegmentId, base: u64, p: &Publication) -> Entry {
+    Entry {
+        segment,
+        offset: offset_u32(base + p.offset_in_buf as u64),
+        value_len: p.value_len,
+        expiry: p.expiry,
+    }
+}
+
+/// Offsets fit: segments are bounded by `MAX_SEGMENT_BYTES` plus a header < 4 GiB.
+fn offset_u32(offset: u64) -> u32 {
+    u32::try_from(offset).unwrap_or(u32::MAX)
 }
 
 fn live_prior(live: bool) -> Prior {
     if live { Prior::Live } else { Prior::Absent }
+}
+
+/// Whether `e` is a failed fsync (of a file or the directory).
+fn is_sync_failure(e: &Error) -> bool {
+    matches!(e, Error::Io { action, .. } if action.starts_with("syncing"))
+}
+
+fn fail_all(replies: Replies, e: &Error) {
+    for (tx, _) in replies {
+        let _ = tx.send(Err(replicate(e)));
+    }
 }
 
 /// Encoded size of a request's records, at most (deletes may write nothing).
@@ -518,7 +994,7 @@ pub(crate) fn planned_size(ops: &[Op]) -> usize {
 }
 
 /// One error for each waiter of a failed group (io::Error is not Clone).
-fn replicate(e: &Error) -> Error {
+pub(crate) fn replicate(e: &Error) -> Error {
     match e {
         Error::Io {
             action,
@@ -530,7 +1006,7 @@ fn replicate(e: &Error) -> Error {
             source: std::io::Error::new(source.kind(), source.to_string()),
         },
         other => Error::ReadOnly {
-            cause: other.to_string(),
+            cause: Fault::of(other),
         },
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use kvstore::engine::fs::{AppendFile, FaultyFs, Fs, FsOp, StdFs};
+use kvstore::engine::fs::{AppendFile, MmapRaw, FaultyFs, Fs, FsOp, StdFs};
 use kvstore::engine::{Batch, Engine, Error, Options, SyncMode};
 
 fn key(i: usize) -> Vec<u8> {
@@ -80,27 +80,35 @@ fn assert_read_only(db: &Engine, acked: &[usize]) {
     );
 }
 
+/// Issue 9.5: a full disk used to latch the engine for good. wal.log is written
+/// through a preallocated mapping, so the disk can only be full when a segment
+/// is allocated: nothing is half-written, so only the writes that needed the
+/// segment fail, and writing resumes once there is space, without a restart.
 #[test]
-fn a_failed_write_fails_that_put_and_latches_the_engine_read_only() {
+fn a_full_disk_fails_only_the_writes_that_need_a_segment_and_writing_resumes_with_space() {
     let d = tempfile::tempdir().unwrap();
-    let (db, fs) = faulty(d.path(), SyncMode::Always, 64 << 20);
-    let acked: Vec<usize> = (0..10).collect();
+    let (db, fs) = faulty(d.path(), SyncMode::Always, 4096);
+    let mut acked: Vec<usize> = (0..10).collect();
     for &i in &acked {
         db.put(&key(i), &value_of(i)).unwrap();
     }
-    fs.fail_from(FsOp::Write, 1);
-    let err = db.put(b"lost", b"x").unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
-    assert!(err.to_string().contains("wal.log"), "{err}");
-    assert_read_only(&db, &acked);
-    assert_eq!(db.get(b"lost").unwrap(), None);
+    fs.fill_disk_from(FsOp::Allocate, 1);
+    let (more, err) = put_until_refused_from(&db, acked.len());
+    acked.extend(more);
+    assert!(err.is_disk_full(), "{err:?}");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    // Refused, not latched: reads go on and the next try meets the same disk.
+    assert!(!db.stats().read_only);
+    let refused = acked.len();
+    assert!(db.put(&key(refused), &value_of(refused)).unwrap_err().is_disk_full());
+    fs.heal(FsOp::Allocate);
+    for i in refused..refused + 200 {
+        db.put(&key(i), &value_of(i)).unwrap();
+        acked.push(i);
+    }
+    assert!(!db.stats().read_only);
     drop(db);
-    let db = assert_acked_survive(d.path(), &acked);
-    assert_eq!(
-        db.get(b"lost").unwrap(),
-        None,
-        "the failed write never reached the file"
-    );
+    assert_acked_survive(d.path(), &acked);
 }
 
 #[test]
@@ -155,8 +163,13 @@ fn a_failed_periodic_fsync_latches_the_engine_read_only() {
 
 /// Puts with 4 KiB segments until one fails; returns the acknowledged keys.
 fn put_until_refused(db: &Engine) -> (Vec<usize>, Error) {
+    put_until_refused_from(db, 0)
+}
+
+/// [`put_until_refused`] from key `first` on.
+fn put_until_refused_from(db: &Engine, first: usize) -> (Vec<usize>, Error) {
     let mut acked = Vec::new();
-    for i in 0..10_000 {
+    for i in first..first + 10_000 {
         match db.put(&key(i), &value_of(i)) {
             Ok(_) => acked.push(i),
             Err(e) => return (acked, e),
@@ -198,7 +211,12 @@ fn a_failed_directory_fsync_at_any_step_of_rotation_latches_read_only_and_loses_
         let (db, fs) = faulty(d.path(), SyncMode::Always, 4096);
         fs.fail_from(FsOp::SyncDir, nth);
         let (acked, err) = put_until_refused(&db);
-        assert!(matches!(err, Error::ReadOnly { .. }), "step {nth}: {err:?}");
+        // The write whose own sync met the failure gets the I/O error; one
+        // after a failure on the sealer thread finds the latch.
+        assert!(
+            matches!(err, Error::ReadOnly { .. } | Error::Io { .. }),
+            "step {nth}: {err:?}"
+        );
         assert_read_only(&db, &acked);
         drop(db);
         assert_acked_survive(d.path(), &acked);
@@ -207,7 +225,8 @@ fn a_failed_directory_fsync_at_any_step_of_rotation_latches_read_only_and_loses_
 
 #[test]
 fn concurrent_writers_caught_by_a_fault_all_get_an_error_and_none_hangs() {
-    for op in [FsOp::Write, FsOp::Sync] {
+    // Appends are copies into a mapping: the only call a write can meet is its fsync.
+    for op in [FsOp::Sync] {
         let d = tempfile::tempdir().unwrap();
         let (db, fs) = faulty(d.path(), SyncMode::Always, 64 << 20);
         fs.fail_from(op, 40);
@@ -256,8 +275,8 @@ fn concurrent_writers_caught_by_a_fault_all_get_an_error_and_none_hangs() {
     }
 }
 
-/// A file system whose next fsync can be held until released, and whose N-th
-/// write can be torn: half of it reaches the file, then it fails.
+/// A file system whose next fsync can be held until released, and whose
+/// fsyncs can be made to fail from some point on.
 #[derive(Debug, Default)]
 struct Gate {
     state: Mutex<GateState>,
@@ -268,8 +287,9 @@ struct Gate {
 struct GateState {
     hold_next_sync: bool,
     holding: bool,
-    writes: u64,
-    tear_write: u64,
+    /// Every sync after the held one fails.
+    fail_after_held: bool,
+    held_done: bool,
 }
 
 impl Gate {
@@ -299,19 +319,13 @@ struct GateFile(Box<dyn AppendFile>, Arc<Gate>);
 
 impl AppendFile for GateFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let tear = {
-            let mut s = self.1.lock();
-            s.writes += 1;
-            s.writes == s.tear_write
-        };
-        if tear {
-            self.0.write_all(&buf[..buf.len() / 2])?;
-            return Err(io::Error::other("injected torn write"));
-        }
         self.0.write_all(buf)
     }
     fn sync(&mut self) -> io::Result<()> {
         let mut s = self.1.lock();
+        if s.held_done && s.fail_after_held {
+            return Err(io::Error::other("injected failure of a sync after the held one"));
+        }
         if s.hold_next_sync {
             s.hold_next_sync = false;
             s.holding = true;
@@ -319,12 +333,24 @@ impl AppendFile for GateFile {
             while s.holding {
                 s = self.1.cv.wait(s).unwrap();
             }
+            s.held_done = true;
+            drop(s);
+            return self.0.sync();
         }
         drop(s);
         self.0.sync()
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        self.0.allocate(len)
+    }
+    fn map(&mut self, len: usize) -> io::Result<MmapRaw> {
+        self.0.map(len)
+    }
+    fn link_count(&mut self) -> io::Result<u64> {
+        self.0.link_count()
     }
 }
 
@@ -346,58 +372,59 @@ impl Fs for GateFs {
     }
 }
 
+/// Pipelined group commit: groups append while an earlier group's fsync runs,
+/// but none is acknowledged before an fsync that covers it — and when that
+/// fsync fails, every one of them fails and none is ever readable.
 #[test]
-fn writes_grouped_behind_a_torn_write_are_refused_not_written_after_it() {
+fn groups_appended_during_an_fsync_wait_for_their_own_and_fail_with_it() {
     let d = tempfile::tempdir().unwrap();
     let gate = Arc::new(Gate::default());
     let opts = Options {
         fs: Arc::new(GateFs(Arc::clone(&gate))),
         sync: SyncMode::Always,
-        segment_bytes: 4096,
         background_compaction: false,
         ..Options::default()
     };
     let (db, _) = Engine::open(d.path(), opts).unwrap();
     db.put(&key(0), &value_of(0)).unwrap();
-    // A put whose fsync is held keeps the writer busy while a group queues.
-    gate.lock().hold_next_sync = true;
+    {
+        let mut s = gate.lock();
+        s.hold_next_sync = true;
+        s.fail_after_held = true;
+    }
     let first = {
         let db = db.clone();
         std::thread::spawn(move || db.put(&key(1), &value_of(1)).map(|_| ()))
     };
     gate.wait_holding();
-    {
-        let mut s = gate.lock();
-        s.tear_write = s.writes + 1;
-    }
-    // ~100 bytes each: the queued group spans several flushes of 4 KiB.
-    let queued: Vec<_> = (2..120)
+    let before = db.stats().disk_bytes;
+    let mut queued: Vec<_> = (2..120)
         .map(|i| {
             let mut b = Batch::new();
             b.put(&key(i), &value_of(i));
             (i, db.submit(b))
         })
         .collect();
+    // They are appended behind the held fsync (pipelining)...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db.stats().disk_bytes < before + 118 * 100 {
+        assert!(Instant::now() < deadline, "groups did not append during the fsync");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // ...but not acknowledged, nor readable.
+    for (i, p) in &mut queued {
+        assert!(futures::FutureExt::now_or_never(p).is_none(), "key {i} acknowledged early");
+        assert_eq!(db.get(&key(*i)).unwrap(), None);
+    }
     gate.release();
     first.join().unwrap().unwrap();
-    let mut acked = vec![0, 1];
-    let mut failed = false;
     for (i, p) in queued {
-        match p.wait() {
-            Ok(_) => {
-                assert!(!failed, "key {i} was acknowledged after a failed write");
-                acked.push(i);
-            }
-            Err(_) => failed = true,
-        }
+        assert!(p.wait().is_err(), "key {i} acknowledged without a good fsync");
+        assert_eq!(db.get(&key(i)).unwrap(), None);
     }
-    assert!(failed, "the torn write failed no request");
     assert!(db.stats().read_only);
-    for &i in &acked {
-        assert_eq!(db.get(&key(i)).unwrap(), Some(value_of(i)), "read of {i}");
-    }
     drop(db);
-    assert_acked_survive(d.path(), &acked);
+    assert_acked_survive(d.path(), &[0, 1]);
 }
 
 /// Fails every write to a file whose name ends with `suffix`.
@@ -419,6 +446,15 @@ impl AppendFile for MaybeFailing {
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        self.0.allocate(len)
+    }
+    fn map(&mut self, len: usize) -> io::Result<MmapRaw> {
+        self.0.map(len)
+    }
+    fn link_count(&mut self) -> io::Result<u64> {
+        self.0.link_count()
     }
 }
 

@@ -342,7 +342,7 @@ impl Harness<'_> {
                 let name = name.to_str().unwrap();
                 name == "wal.log" || name.ends_with(".seg")
             })
-            .map(|e| e.metadata().unwrap().len())
+            .map(|e| super::support::data_len(&e.path()))
             .sum();
         prop_assert_eq!(stats.disk_bytes, on_disk, "stats().disk_bytes vs the files");
         let files = std::fs::read_dir(self.dir)

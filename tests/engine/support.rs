@@ -133,3 +133,18 @@ pub fn mem_tempdir() -> tempfile::TempDir {
     }
     tempfile::tempdir().unwrap()
 }
+
+/// Bytes of a segment file that hold its header and records: `wal.log` is
+/// preallocated while open, so its file length says nothing about its data.
+pub fn data_len(path: &Path) -> u64 {
+    use kvstore::engine::format::{FILE_HEADER_LEN, record};
+    let bytes = std::fs::read(path).unwrap();
+    if bytes.len() < FILE_HEADER_LEN {
+        return bytes.len() as u64;
+    }
+    let mut at = FILE_HEADER_LEN;
+    while let Ok(r) = record::decode(&bytes[at..]) {
+        at += r.encoded_len();
+    }
+    at as u64
+}

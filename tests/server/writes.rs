@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvstore::engine::fs::{AppendFile, FaultyFs, Fs, FsOp, StdFs};
+use kvstore::engine::fs::{AppendFile, MmapRaw, FaultyFs, Fs, FsOp, StdFs};
 use kvstore::engine::{Options, SyncMode};
 use kvstore::server::ServerConfig;
 
@@ -30,6 +30,15 @@ impl AppendFile for SlowFile {
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        self.0.allocate(len)
+    }
+    fn map(&mut self, len: usize) -> io::Result<MmapRaw> {
+        self.0.map(len)
+    }
+    fn link_count(&mut self) -> io::Result<u64> {
+        self.0.link_count()
     }
 }
 

@@ -1,16 +1,26 @@
-//! `wal.log`, the active segment: appends, syncs, and sealing (rotation).
+//! `wal.log`, the active segment: a preallocated file written through a shared
+//! mapping (the [`Memtable`]), and the files of rotation.
 //!
-//! Sealing, in order (DESIGN.md, "Rotation"):
-//! 1. fsync `wal.log`;
-//! 2. rename it to `<id>.seg` and fsync the directory — the segment is sealed;
-//! 3. write `<id>.hint.tmp`, fsync, rename to `<id>.hint`, fsync the directory
-//!    (a failure here costs only start-up speed: recovery scans instead);
-//! 4. create a fresh `wal.log` with the next id, write its header, fsync it and
-//!    the directory.
+//! A segment file is allocated whole before its first record (real zeroed
+//! blocks, so a full disk fails there and a store into the mapping never faults),
+//! so appending is a copy into memory: no system call per write, and an
+//! `fdatasync` never has to update the file's size.
 //!
-//! A crash between 2 and 4 leaves no `wal.log`; open creates one.
+//! Rotation (DESIGN.md, "Rotation"), the part on the writer's path:
+//! 1. a *spare* — the next segment, `<id>.wal.tmp`, with its header written, its
+//!    blocks allocated and synced, already mapped — was made off the writer's
+//!    path (by the sealer thread; made now only if none is ready);
+//! 2. rename `wal.log` to `<id>.seg`;
+//! 3. rename the spare to `wal.log` — the writer appends to it at once.
+//! The directory is synced before anything written to the new `wal.log` is
+//! acknowledged as durable ([`Memtable::mark_dir_unsynced`]). Sealing the old
+//! segment (sync, cut its unused tail, hint file) happens on the sealer thread.
+//!
+//! Killed after 2 and before 3 the directory has no `wal.log`: open creates one
+//! and removes the spare with the other `*.tmp` leftovers.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::engine::SegmentId;
 use crate::engine::dir;
@@ -19,136 +29,230 @@ use crate::engine::format::hint::{HintEntry, HintWriter};
 use crate::engine::format::record::len_u32;
 use crate::engine::format::{FILE_HEADER_LEN, FileHeader, FileKind};
 use crate::engine::fs::{AppendFile, Fs};
+use crate::engine::memtable::Memtable;
 
 use super::scan::{OnDamage, scan};
 
-/// The open `wal.log`.
+/// The writer's handle on `wal.log`: the only one that appends to its memtable.
 #[derive(Debug)]
 pub struct ActiveSegment {
-    file: Box<dyn AppendFile>,
-    path: PathBuf,
-    id: SegmentId,
-    len: u64,
+    memtable: Arc<Memtable>,
     /// Bytes before this offset have had their writeback started.
     writeback_from: u64,
+}
+
+/// A segment file made ready to become `wal.log`.
+#[derive(Debug)]
+pub struct Spare {
+    tmp: PathBuf,
+    memtable: Memtable,
+}
+
+impl Spare {
+    /// The segment id the spare was made for.
+    pub fn id(&self) -> SegmentId {
+        self.memtable.id()
+    }
+
+    /// Bytes it can hold.
+    pub fn capacity(&self) -> u64 {
+        self.memtable.capacity() as u64
+    }
+
+    /// Removes its file (a spare that will not be used).
+    pub fn discard(self, fs: &dyn Fs) {
+        let _ = fs.remove_file(&self.tmp);
+    }
 }
 
 /// Bytes appended between starts of writeback (see [`ActiveSegment::append`]).
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
+/// The header of segment `id`.
+pub fn header(id: SegmentId) -> Vec<u8> {
+    let mut header = Vec::with_capacity(FILE_HEADER_LEN);
+    FileHeader {
+        kind: FileKind::Segment,
+        segment: id,
+    }
+    .encode(&mut header);
+    header
+}
+
+/// Makes the file at `path` a fresh segment `id` of `capacity` bytes: header
+/// written, blocks allocated, synced, mapped.
+fn make_segment(fs: &dyn Fs, path: &Path, final_path: &Path, id: SegmentId, capacity: u64) -> Result<Memtable> {
+    let header = header(id);
+    let capacity = capacity.max(header.len() as u64);
+    let mut file = create_empty(fs, path)?;
+    file.write_all(&header)
+        .map_err(|e| Error::io("writing", path, e))?;
+    file.allocate(capacity)
+        .map_err(|e| Error::io("allocating", path, e))?;
+    file.sync().map_err(|e| Error::io("syncing", path, e))?;
+    let cap = usize::try_from(capacity).map_err(|_| Error::BatchTooLarge {
+        len: capacity,
+        max: usize::MAX as u64,
+    })?;
+    Memtable::map(id, final_path, file, header.len(), cap)
+}
+
 impl ActiveSegment {
-    /// Creates a fresh `wal.log` for segment `id`, durable with its header.
-    /// Returns it with the header bytes (the new memtable's contents).
-    pub fn create(fs: &dyn Fs, dir: &Path, id: SegmentId) -> Result<(ActiveSegment, Vec<u8>)> {
+    /// Creates a fresh `wal.log` for segment `id` holding `capacity` bytes,
+    /// durable with its header and directory entry.
+    pub fn create(fs: &dyn Fs, dir: &Path, id: SegmentId, capacity: u64) -> Result<ActiveSegment> {
         let path = dir.join(dir::WAL);
-        let mut header = Vec::with_capacity(FILE_HEADER_LEN);
-        FileHeader {
-            kind: FileKind::Segment,
-            segment: id,
-        }
-        .encode(&mut header);
-        // A previous wal.log may have been left shorter than a header.
-        let mut file = create_empty(fs, &path)?;
-        file.write_all(&header)
-            .map_err(|e| Error::io("writing", &path, e))?;
-        file.sync().map_err(|e| Error::io("syncing", &path, e))?;
+        let memtable = make_segment(fs, &path, &path, id, capacity)?;
         fs.sync_dir(dir)
             .map_err(|e| Error::io("syncing directory", dir, e))?;
-        let len = header.len() as u64;
-        Ok((
-            ActiveSegment {
-                file,
-                path,
-                id,
-                len,
-                writeback_from: len,
-            },
-            header,
-        ))
+        Ok(ActiveSegment::over(memtable))
+    }
+
+    /// Step 1 of rotation: a spare for segment `id`, off the writer's path.
+    pub fn prepare(fs: &dyn Fs, dir: &Path, id: SegmentId, capacity: u64) -> Result<Spare> {
+        let tmp = dir.join(format!("{:016x}.wal{}", id.0, dir::TMP_SUFFIX));
+        match make_segment(fs, &tmp, &dir.join(dir::WAL), id, capacity) {
+            Ok(memtable) => Ok(Spare { tmp, memtable }),
+            Err(e) => {
+                let _ = fs.remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
 
     /// Reopens an existing `wal.log` of segment `id` whose first `len` bytes are
-    /// good, truncating anything after them.
+    /// good. Bytes after them (a torn tail) are cut, and the file is allocated
+    /// to `capacity` (or its length, if longer) before it is mapped.
     pub fn reopen(
         fs: &dyn Fs,
         dir: &Path,
         id: SegmentId,
         len: u64,
-        file_len: u64,
+        dirty_tail: bool,
+        capacity: u64,
     ) -> Result<ActiveSegment> {
         let path = dir.join(dir::WAL);
         let mut file = fs
             .open_append(&path)
             .map_err(|e| Error::io("opening", &path, e))?;
-        if file_len != len {
+        if dirty_tail {
+            // Cut, then allocate again: the space after the good prefix reads
+            // as zeros, so no stale bytes can line up behind a later record.
             file.set_len(len)
                 .map_err(|e| Error::io("truncating torn tail of", &path, e))?;
-            file.sync().map_err(|e| Error::io("syncing", &path, e))?;
         }
-        Ok(ActiveSegment {
-            file,
-            path,
-            id,
-            len,
+        let on_disk = std::fs::metadata(&path)
+            .map_err(|e| Error::io("reading size of", &path, e))?
+            .len();
+        let capacity = capacity.max(on_disk).max(len);
+        file.allocate(capacity)
+            .map_err(|e| Error::io("allocating", &path, e))?;
+        file.sync().map_err(|e| Error::io("syncing", &path, e))?;
+        let (len, cap) = (usize::try_from(len), usize::try_from(capacity));
+        let (Ok(len), Ok(cap)) = (len, cap) else {
+            return Err(Error::BatchTooLarge {
+                len: capacity,
+                max: usize::MAX as u64,
+            });
+        };
+        let memtable = Memtable::map(id, &path, file, len, cap)?;
+        Ok(ActiveSegment::over(memtable))
+    }
+
+    fn over(memtable: Memtable) -> ActiveSegment {
+        let len = memtable.len() as u64;
+        ActiveSegment {
+            memtable: Arc::new(memtable),
             writeback_from: len,
-        })
+        }
+    }
+
+    /// Steps 2–3 of rotation: `wal.log` becomes `<id>.seg` and `spare` becomes
+    /// `wal.log`. Returns the new active segment; `self` (the old one) goes to
+    /// the sealer. On failure nothing was renamed if the first rename failed;
+    /// otherwise the caller must latch: the directory has no `wal.log`.
+    pub fn rotate_to(&self, fs: &dyn Fs, dir: &Path, spare: Spare) -> Result<ActiveSegment, RotateError> {
+        let wal = dir.join(dir::WAL);
+        let sealed = dir::segment_path(dir, self.id());
+        if let Err(e) = fs.rename(&wal, &sealed) {
+            spare.discard(fs);
+            return Err(RotateError::Unchanged(Error::io("sealing (rename)", &wal, e)));
+        }
+        if let Err(e) = fs.rename(&spare.tmp, &wal) {
+            return Err(RotateError::NoWal(Error::io("renaming", &spare.tmp, e)));
+        }
+        spare.memtable.mark_dir_unsynced();
+        Ok(ActiveSegment::over(spare.memtable))
+    }
+
+    /// The memtable readers use.
+    pub fn memtable(&self) -> &Arc<Memtable> {
+        &self.memtable
     }
 
     /// The segment id of this `wal.log`.
     pub fn id(&self) -> SegmentId {
-        self.id
+        self.memtable.id()
     }
 
-    /// Current file length.
+    /// Bytes written (records and header).
     pub fn len(&self) -> u64 {
-        self.len
+        self.memtable.len() as u64
+    }
+
+    /// Bytes the file was allocated.
+    pub fn capacity(&self) -> u64 {
+        self.memtable.capacity() as u64
+    }
+
+    /// Bytes that can still be appended.
+    pub fn room(&self) -> u64 {
+        self.capacity() - self.len()
     }
 
     /// True when only the header is there.
     pub fn is_empty(&self) -> bool {
-        self.len <= FILE_HEADER_LEN as u64
+        self.memtable.is_empty()
     }
 
     /// The file path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.memtable.path()
     }
 
-    /// Appends encoded records.
+    /// Appends encoded records: a copy into the mapping, no system call.
+    /// The caller made room ([`room`](Self::room)).
     pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
-            .map_err(|e| Error::io("writing", &self.path, e))?;
-        self.len += bytes.len() as u64;
+        if bytes.len() as u64 > self.room() {
+            return Err(Error::BatchTooLarge {
+                len: bytes.len() as u64,
+                max: self.room(),
+            });
+        }
+        // SAFETY: this handle is the memtable's only appender (it is created
+        // with it and never cloned), and the bytes fit, checked above.
+        unsafe { self.memtable.append(bytes) };
         // Without fsyncs (sync never / periodic) a full wal.log would leave all
-        // of its bytes to the fsync that seals it, under the writer lock: start
-        // their writeback as they come instead.
-        if self.len - self.writeback_from >= WRITEBACK_EVERY {
-            self.file
-                .start_sync(self.writeback_from, self.len - self.writeback_from);
-            self.writeback_from = self.len;
+        // of its bytes to the fsync that seals it: start their writeback as they
+        // come. Skipped if a sync holds the file: that sync writes them anyway.
+        let len = self.len();
+        if len - self.writeback_from >= WRITEBACK_EVERY {
+            let (from, n) = (self.writeback_from, len - self.writeback_from);
+            if self.memtable.try_with_file(|f| f.start_sync(from, n)) {
+                self.writeback_from = len;
+            }
         }
         Ok(())
     }
+}
 
-    /// Makes every appended byte durable.
-    pub fn sync(&mut self) -> Result<()> {
-        self.file
-            .sync()
-            .map_err(|e| Error::io("syncing", &self.path, e))
-    }
-
-    /// Steps 1–2 of sealing: after this the segment is `<id>.seg`. Consumes the
-    /// handle; the caller creates the next `wal.log`.
-    pub fn seal(mut self, fs: &dyn Fs, dir: &Path) -> Result<PathBuf> {
-        self.sync()?;
-        let sealed = dir::segment_path(dir, self.id);
-        fs.rename(&self.path, &sealed)
-            .map_err(|e| Error::io("sealing (rename)", &self.path, e))?;
-        fs.sync_dir(dir)
-            .map_err(|e| Error::io("syncing directory", dir, e))?;
-        Ok(sealed)
-    }
+/// How a rotation failed.
+#[derive(Debug)]
+pub enum RotateError {
+    /// Nothing changed: `wal.log` is still the active segment.
+    Unchanged(Error),
+    /// `wal.log` was sealed but its successor could not take the name.
+    NoWal(Error),
 }
 
 /// Builds the hint of a segment from its bytes (which decode cleanly).
@@ -197,7 +301,7 @@ pub fn write_file_atomically(fs: &dyn Fs, dir: &Path, path: &Path, bytes: &[u8])
     })();
     if result.is_err() {
         // Best effort: open removes any *.tmp left behind anyway.
-        let _ = std::fs::remove_file(&tmp);
+        let _ = fs.remove_file(&tmp);
     }
     result
 }

@@ -6,9 +6,9 @@
 //!
 //! [`SegmentSet`] is what readers consult to turn a keydir entry into bytes. It
 //! changes only under its write lock and only in ways that keep every published
-//! keydir entry readable: a sealed segment is inserted before the memtable of the
-//! same id is dropped, and compaction removes a segment only after the keydir
-//! stopped pointing at it.
+//! keydir entry readable: a rotated-out memtable stays in `sealing` until its
+//! sealed segment is inserted in its place, and compaction removes a segment only
+//! after the keydir stopped pointing at it.
 
 pub mod active;
 pub mod scan;
@@ -37,6 +37,9 @@ pub enum SegmentRef {
 pub struct SegmentSet {
     /// The memtable of `wal.log`.
     pub active: Arc<Memtable>,
+    /// Memtables rotated out of `wal.log` whose sealing has not finished; they
+    /// serve reads until their sealed segment replaces them.
+    pub sealing: BTreeMap<SegmentId, Arc<Memtable>>,
     /// Sealed segments in id order (oldest first).
     pub sealed: BTreeMap<SegmentId, Arc<SealedSegment>>,
 }
@@ -47,9 +50,12 @@ impl SegmentSet {
         if self.active.id() == id {
             return Some(SegmentRef::Active(Arc::clone(&self.active)));
         }
-        self.sealed
+        if let Some(s) = self.sealed.get(&id) {
+            return Some(SegmentRef::Sealed(Arc::clone(s)));
+        }
+        self.sealing
             .get(&id)
-            .map(|s| SegmentRef::Sealed(Arc::clone(s)))
+            .map(|m| SegmentRef::Active(Arc::clone(m)))
     }
 }
 

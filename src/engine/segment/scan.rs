@@ -9,6 +9,10 @@
 //! - [`OnDamage::Resync`] (sealed): the bad record is counted and skipped by
 //!   searching forward for the next offset that decodes; a damaged batch is
 //!   discarded whole.
+//!
+//! In both, zeros from the first undecodable offset to the end are the unused,
+//! preallocated rest of the file — the end of the records, not damage (no record
+//! starts with a zero checksum and a zero kind byte).
 
 use crate::engine::format::DecodeError;
 use crate::engine::format::record::{self, MIN_RECORD_LEN, RecordKind, RecordRef};
@@ -33,6 +37,8 @@ pub struct ScanSummary {
     pub corrupt: u64,
     /// Batches dropped because not all their records were intact.
     pub batches_discarded: u64,
+    /// True when everything after `end` is zeros (or nothing): no torn bytes.
+    pub clean_end: bool,
 }
 
 /// Scans `bytes` from `start`, calling `visit(offset, record)` for every put and
@@ -45,6 +51,7 @@ pub fn scan<'a>(
 ) -> ScanSummary {
     let mut s = ScanSummary {
         end: start,
+        clean_end: true,
         ..ScanSummary::default()
     };
     let mut at = start;
@@ -52,7 +59,9 @@ pub fn scan<'a>(
     while at < bytes.len() {
         let rec = match record::decode(&bytes[at..]) {
             Ok(rec) => rec,
+            Err(_) if all_zero(&bytes[at..]) => return s,
             Err(err) => {
+                s.clean_end = false;
                 if matches!(err, DecodeError::Truncated { .. }) && on_damage == OnDamage::Stop {
                     // Torn tail: nothing after it can be whole.
                 } else {
@@ -111,6 +120,7 @@ pub fn scan<'a>(
                     continue;
                 }
                 s.batches_discarded += 1;
+                s.clean_end = false;
                 match on_damage {
                     OnDamage::Stop => {
                         s.end = marker_at;
@@ -130,6 +140,12 @@ pub fn scan<'a>(
         }
     }
     s
+}
+
+/// True when every byte is zero (word at a time: tails run to megabytes).
+pub fn all_zero(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    words.all(|w| w == [0u8; 8]) && words.remainder().iter().all(|&b| b == 0)
 }
 
 fn resync(bytes: &[u8], from: usize) -> Option<usize> {
@@ -177,6 +193,24 @@ mod tests {
         assert_eq!(seen, vec![b"a".to_vec()]);
         assert_eq!(s.end, good);
         assert_eq!(s.batches_discarded, 1);
+    }
+
+    #[test]
+    fn zeros_after_the_records_are_the_end_not_damage() {
+        let mut buf = Vec::new();
+        put(&mut buf, b"a");
+        let good = buf.len();
+        buf.resize(good + 4096, 0);
+        for mode in [OnDamage::Stop, OnDamage::Resync] {
+            let (seen, s) = keys(&buf, mode);
+            assert_eq!(seen, vec![b"a".to_vec()]);
+            assert_eq!((s.end, s.corrupt, s.clean_end), (good, 0, true), "{mode:?}");
+        }
+        // A torn record in front of the zeros is not clean.
+        let mut torn = buf.clone();
+        torn[good + 3] = 7;
+        let (_, s) = keys(&torn, OnDamage::Stop);
+        assert_eq!((s.end, s.clean_end), (good, false));
     }
 
     #[test]
