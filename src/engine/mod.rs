@@ -33,6 +33,7 @@ pub mod keydir;
 pub mod memtable;
 pub mod migrate;
 pub mod options;
+mod readonly;
 pub mod recovery;
 pub mod segment;
 pub mod stats;
@@ -111,7 +112,8 @@ pub(crate) struct Shared {
     counters: Counters,
     closed: AtomicBool,
     compaction: compaction::State,
-    _lock: dir::DirLock,
+    access: recovery::Mode,
+    _lock: Option<dir::DirLock>,
 }
 
 /// Stops the background thread and syncs when the last handle goes away.
@@ -208,10 +210,21 @@ impl Engine {
     /// contents. Fails if the directory is already open by another engine, in this
     /// process or another.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<(Engine, RecoveryReport)> {
+        Self::open_as(dir.as_ref(), options, recovery::Mode::Write)
+    }
+
+    fn open_as(
+        dir: &Path,
+        options: Options,
+        access: recovery::Mode,
+    ) -> Result<(Engine, RecoveryReport)> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        let lock = dir::lock(&dir)?;
-        let rec = recovery::recover(&dir, &options)?;
+        let dir = dir.to_path_buf();
+        let lock = match access {
+            recovery::Mode::Write => Some(dir::lock(&dir)?),
+            recovery::Mode::ReadOnly => readonly::lock(&dir)?,
+        };
+        let rec = recovery::recover(&dir, &options, access)?;
         let counters = Counters::default();
         Counters::add(&counters.disk_bytes, rec.disk_bytes);
         Counters::add(&counters.segments, rec.segments.sealed.len() as u64 + 1);
@@ -220,7 +233,7 @@ impl Engine {
             keydir: RwLock::new(rec.keydir),
             segments: RwLock::new(rec.segments),
             writer: Mutex::new(Writer {
-                active: Some(rec.active),
+                active: rec.active,
                 dirty: false,
                 last_sync: Instant::now(),
             }),
@@ -230,17 +243,25 @@ impl Engine {
             counters,
             closed: AtomicBool::new(false),
             compaction: compaction::State::default(),
+            access,
             _lock: lock,
             dir,
         });
-        let bg = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("kvstore-engine".into())
-            .spawn(move || bg.background())
-            .map_err(|e| Error::io("spawning background thread for", &shared.dir, e))?;
+        // A read-only engine has nothing to commit, sync or compact.
+        let handle = match access {
+            recovery::Mode::Write => {
+                let bg = Arc::clone(&shared);
+                let h = std::thread::Builder::new()
+                    .name("kvstore-engine".into())
+                    .spawn(move || bg.background())
+                    .map_err(|e| Error::io("spawning background thread for", &shared.dir, e))?;
+                Some(h)
+            }
+            recovery::Mode::ReadOnly => None,
+        };
         let guard = Arc::new(Guard {
             shared: Arc::clone(&shared),
-            background: Mutex::new(Some(handle)),
+            background: Mutex::new(handle),
         });
         let report = rec.report;
         tracing::debug!(?report, "engine opened");
@@ -300,6 +321,7 @@ impl Engine {
 
     fn enqueue(&self, batch: Batch) -> Result<Pending> {
         self.shared.check_open()?;
+        self.shared.check_writable("writing")?;
         self.shared.validate(&batch)?;
         if let Some(cause) = self.shared.failure() {
             return Err(Error::ReadOnly { cause });

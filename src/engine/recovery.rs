@@ -56,12 +56,23 @@ pub struct RecoveryReport {
     pub duration: Duration,
 }
 
+/// Whether an open may change the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A normal open: interrupted work is finished, torn tails truncated.
+    Write,
+    /// [`Engine::open_read_only`](super::Engine::open_read_only): the same
+    /// state is computed in memory; no file is created, changed or removed.
+    ReadOnly,
+}
+
 /// The state recovery hands to the engine.
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub keydir: Keydir,
     pub segments: SegmentSet,
-    pub active: ActiveSegment,
+    /// `None` in a read-only open: `wal.log` is not opened for writing.
+    pub active: Option<ActiveSegment>,
     pub disk_bytes: u64,
     pub report: RecoveryReport,
 }
@@ -73,8 +84,8 @@ struct Found {
     entry: Entry,
 }
 
-/// Runs recovery on `dir`, whose lock the caller holds.
-pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
+/// Runs recovery on `dir`, whose lock the caller holds (under [`Mode::Write`]).
+pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovered> {
     let started = Instant::now();
     let fs = &*opts.fs;
     let now = opts.clock.now_ms();
@@ -82,15 +93,19 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
 
     let mut listing = dir::list(dir)?;
     let max_sealed = listing.segments.last().copied();
-    if let Some(m) = migrate::recover_or_migrate(dir, opts, &listing, max_sealed)? {
+    if mode == Mode::ReadOnly {
+        super::readonly::refuse_migration(dir, opts, &listing)?;
+    } else if let Some(m) = migrate::recover_or_migrate(dir, opts, &listing, max_sealed)? {
         report.migrated_legacy_backup = m.backup;
         report.legacy_operations = m.operations;
         listing = dir::list(dir)?;
     }
-    report.leftovers_removed += super::compaction::recover(dir, opts, &mut listing)?;
+    report.leftovers_removed += super::compaction::recover(dir, opts, &mut listing, mode)?;
     for path in &listing.leftovers {
-        fs.remove_file(path)
-            .map_err(|e| Error::io("removing leftover", path, e))?;
+        if mode == Mode::Write {
+            fs.remove_file(path)
+                .map_err(|e| Error::io("removing leftover", path, e))?;
+        }
         report.leftovers_removed += 1;
     }
 
@@ -142,15 +157,16 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         .segments
         .last()
         .map_or(SegmentId::FIRST, |id| id.next_generation());
-    let (active, wal_bytes) = recover_wal(dir, opts, next_id, &mut found, &mut report)?;
-    disk_bytes += active.len();
+    let (active, wal_id, wal_bytes) =
+        recover_wal(dir, opts, next_id, &mut found, &mut report, mode)?;
+    disk_bytes += wal_bytes.len() as u64;
 
     let live = newest_live(found, now);
     let keydir = Keydir::from_sorted(live);
     report.live_keys = keydir.len() as u64;
 
     let capacity = super::memtable::capacity_for(opts.segment_bytes);
-    let memtable = Arc::new(Memtable::new(active.id(), wal_bytes, capacity));
+    let memtable = Arc::new(Memtable::new(wal_id, wal_bytes, capacity));
     report.duration = started.elapsed();
     Ok(Recovered {
         keydir,
@@ -247,27 +263,34 @@ fn load_hint(
     true
 }
 
-/// Step 4: scan `wal.log` (creating it when missing) and truncate its bad tail.
+/// Step 4: scan `wal.log` (creating it when missing) and truncate its bad tail
+/// (under [`Mode::ReadOnly`], only in memory). Returns the segment open for
+/// appends (`None` when read-only), its id and its good bytes.
 fn recover_wal(
     dir: &Path,
     opts: &Options,
     next_id: SegmentId,
     found: &mut Vec<Found>,
     report: &mut RecoveryReport,
-) -> Result<(ActiveSegment, Vec<u8>)> {
+    mode: Mode,
+) -> Result<(Option<ActiveSegment>, SegmentId, Vec<u8>)> {
     let fs = &*opts.fs;
     let path = dir.join(dir::WAL);
+    let create = || match mode {
+        Mode::Write => ActiveSegment::create(fs, dir, next_id).map(|(a, b)| (Some(a), next_id, b)),
+        Mode::ReadOnly => Ok((None, next_id, Vec::new())),
+    };
     let mut bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return ActiveSegment::create(fs, dir, next_id);
+            return create();
         }
         Err(e) => return Err(Error::io("reading", &path, e)),
     };
     if bytes.len() < FILE_HEADER_LEN {
         // A wal.log torn while its header was being written holds no record.
         report.bytes_truncated += bytes.len() as u64;
-        return ActiveSegment::create(fs, dir, next_id);
+        return create();
     }
     let id = match FileHeader::decode(&bytes) {
         // wal.log is always newer than every sealed segment. A header naming an
@@ -310,7 +333,10 @@ fn recover_wal(
         report.bytes_truncated += file_len - good;
         tracing::warn!(bytes = file_len - good, "truncating torn tail of wal.log");
     }
-    let active = ActiveSegment::reopen(fs, dir, id, good, file_len)?;
+    let active = match mode {
+        Mode::Write => Some(ActiveSegment::reopen(fs, dir, id, good, file_len)?),
+        Mode::ReadOnly => None,
+    };
     bytes.truncate(s.end);
-    Ok((active, bytes))
+    Ok((active, id, bytes))
 }
