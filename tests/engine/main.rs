@@ -4,6 +4,7 @@
 mod basic;
 mod common;
 mod compaction;
+mod compaction_steps;
 mod concurrency;
 mod crash;
 mod faults;
