@@ -40,7 +40,8 @@ pub struct RecoveryReport {
     pub records: u64,
     /// Live keys after recovery.
     pub live_keys: u64,
-    /// Bytes cut from the end of `wal.log` (torn or corrupt tail, incomplete batch).
+    /// Bytes cut from the end of `wal.log` (torn or corrupt tail, incomplete
+    /// batch); a read-only open cuts them only in memory.
     pub bytes_truncated: u64,
     /// Batches dropped whole because some of their records were missing or damaged.
     pub batches_discarded: u64,
