@@ -184,3 +184,28 @@ fn a_wholly_live_segment_is_left_as_it_is() {
         assert_eq!(db.get(&key(i)).unwrap(), Some(format!("v{i}").into_bytes()));
     }
 }
+
+#[test]
+fn small_outputs_of_successive_runs_are_merged_so_segments_stay_few() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = open(d.path(), tiny());
+    for cycle in 0..60u32 {
+        // Each run leaves a small output of this cycle's live records.
+        for round in 0..2u32 {
+            for i in cycle * 30..(cycle + 1) * 30 {
+                db.put(&key(i), format!("{round}:{i}").as_bytes()).unwrap();
+            }
+        }
+        db.compact().unwrap();
+    }
+    let s = db.stats();
+    let live = s.disk_bytes - s.dead_bytes;
+    // Without merging there would be one output per run: 60 or more.
+    assert!(s.segments <= 2 * live / 4096 + 4, "{s:?}");
+    for i in 0..1800 {
+        assert_eq!(
+            db.get(&key(i)).unwrap(),
+            Some(format!("1:{i}").into_bytes())
+        );
+    }
+}

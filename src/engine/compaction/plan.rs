@@ -6,8 +6,9 @@
 //! dropping tombstones safe):
 //! - a run's steps partition the sealed segments that existed when it started,
 //!   oldest first, each step a run of *consecutive* segments, except segments
-//!   every byte of which was a live record at the start (skipped: there is
-//!   nothing to reclaim in them);
+//!   every byte of which was a live record at the start and that are at least
+//!   half full (skipped: nothing to reclaim, nothing worth merging), and steps
+//!   that would only rewrite one wholly live segment;
 //! - a step's live bytes stay within the step budget, or it is one segment;
 //! - an output id lies strictly between the sealed segments just older and just
 //!   newer than the step's inputs (or `wal.log`), and is no input's id, so the
@@ -44,6 +45,7 @@ pub(super) struct OutputPlan {
 }
 
 /// One step's inputs, oldest first, and how many live keys they held at the start.
+#[derive(Default)]
 pub(super) struct Step {
     pub inputs: Vec<Arc<SealedSegment>>,
     pub live_keys: usize,
@@ -80,8 +82,10 @@ impl Shared {
     }
 
     /// Splits `sealed` (every sealed segment, oldest first) into steps of at
-    /// most `budget` live bytes each (or one segment), dropping segments that
-    /// are wholly live.
+    /// most `budget` live bytes each (or one segment). A segment that is wholly
+    /// live and at least half full is left out (nothing to reclaim, nothing
+    /// worth merging); so is a step that would only rewrite one wholly live
+    /// segment.
     pub(super) fn plan_steps(
         &self,
         sealed: Vec<Arc<SealedSegment>>,
@@ -98,36 +102,36 @@ impl Shared {
             }
         })?;
         let mut steps = Vec::new();
-        let mut cur = Step {
-            inputs: Vec::new(),
-            live_keys: 0,
-        };
+        let mut cur = Step::default();
         let mut cur_bytes = 0u64;
+        let mut cur_gains = false;
+        let mut close = |cur: &mut Step, cur_bytes: &mut u64, cur_gains: &mut bool| {
+            let step = std::mem::take(cur);
+            if *cur_gains || step.inputs.len() > 1 {
+                steps.push(step);
+            }
+            (*cur_bytes, *cur_gains) = (0, false);
+        };
         for (seg, (bytes, keys)) in sealed.into_iter().zip(live) {
             let records = seg.len().saturating_sub(FILE_HEADER_LEN as u64);
-            let wholly_live = bytes > 0 && bytes >= records;
+            let wholly_live = bytes >= records;
+            let kept = wholly_live && bytes > 0 && 2 * seg.len() >= self.opts.segment_bytes;
             let over = cur_bytes.saturating_add(bytes) > budget;
-            if (wholly_live || over) && !cur.inputs.is_empty() {
-                steps.push(std::mem::replace(
-                    &mut cur,
-                    Step {
-                        inputs: Vec::new(),
-                        live_keys: 0,
-                    },
-                ));
-                cur_bytes = 0;
+            if (kept || over) && !cur.inputs.is_empty() {
+                close(&mut cur, &mut cur_bytes, &mut cur_gains);
             }
-            if wholly_live {
-                // Kept as it is: no step spans it, so each step's inputs stay
-                // consecutive and its outputs can take their place.
+            if kept {
+                // No step spans it, so each step's inputs stay consecutive and
+                // its outputs can take their place.
                 continue;
             }
             cur.inputs.push(seg);
             cur.live_keys += keys;
             cur_bytes += bytes;
+            cur_gains |= !wholly_live || bytes == 0;
         }
         if !cur.inputs.is_empty() {
-            steps.push(cur);
+            close(&mut cur, &mut cur_bytes, &mut cur_gains);
         }
         Ok(steps)
     }
