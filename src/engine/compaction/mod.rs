@@ -7,7 +7,8 @@
 //! 2. takes the sealed segments that exist now, oldest first, and splits them
 //!    into steps of consecutive segments holding at most
 //!    `compaction_step_segments` × `segment_bytes` live bytes (or one segment),
-//!    leaving out segments every byte of which is a live record ([`plan`]);
+//!    leaving out segments every byte of which is a live record and that are
+//!    at least half full (`plan.rs`);
 //! 3. runs the steps one after the other, each installed and its inputs
 //!    deleted before the next starts, so a run needs free space for one step's
 //!    outputs and memory for one step's live keys.
@@ -22,7 +23,7 @@
 //! are never inputs of it, so a delete made during the run (the tombstone in a
 //! newer segment) keeps hiding a value an earlier step copied.
 //!
-//! A step ([`output`], [`install`]), with what a crash at each point leaves:
+//! A step (`output.rs`, `install.rs`), with what a crash at each point leaves:
 //! 1. walk the keydir for entries pointing into an input (and not expired),
 //!    sort them by location, copy those records byte for byte, checksum
 //!    verified, into outputs `<id>.seg.tmp` + `<id>.hint.tmp`, fsynced. A
@@ -30,7 +31,7 @@
 //!    between the inputs' neighbours, so the outputs take the inputs' place in
 //!    history. Killed here: the `.tmp` files are removed at open;
 //! 2. write the manifest `COMPACTION` (inputs, outputs) atomically, rename the
-//!    outputs into place. Killed here: open rolls back or forward ([`manifest`]);
+//!    outputs into place. Killed here: open rolls back or forward (`manifest.rs`);
 //! 3. swap in memory: add outputs to the segment set, move each keydir entry that
 //!    still points where it did (a write made meanwhile keeps its newer
 //!    location) in short write-locked chunks, then drop the inputs from the set;
