@@ -54,7 +54,8 @@ pub struct Options {
     /// Whether the engine compacts in the background on its own (default true).
     pub background_compaction: bool,
     /// Threads a compaction copies with, one output segment each at a time
-    /// (default 2; 1 to 64). More finish sooner and take more CPU from writers.
+    /// (default 2; 1 to 64). More finish sooner and take more CPU from writers;
+    /// a step has about `compaction_step_segments` outputs to share out.
     pub compaction_threads: usize,
     /// Live data one compaction step copies at most, in segments (default 1;
     /// 1 to 1024; a single input holding more is still one step). A step's
