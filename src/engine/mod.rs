@@ -6,7 +6,8 @@
 //! - [`format`](mod@format): byte layouts of records, hint files and file headers;
 //! - [`segment`]: `wal.log` (active), sealed segments (mmap), scanning;
 //! - [`keydir`]: the ordered key → location index; [`memtable`]: `wal.log` in memory;
-//! - `writer` (see [Writes](self#writes)): group commit; [`recovery`]: rebuilding state at open;
+//! - `writer` (see [Writes](self#writes)): group commit; [`recovery`]: rebuilding state at open
+//!   (or, for [`Engine::open_read_only`], computing it without changing a file);
 //! - [`migrate`]: the one-time conversion of a legacy JSON-lines `wal.log`;
 //! - [`fs`] and [`clock`]: seams through which tests fail I/O and move time.
 //!
