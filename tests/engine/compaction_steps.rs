@@ -209,3 +209,62 @@ fn small_outputs_of_successive_runs_are_merged_so_segments_stay_few() {
         );
     }
 }
+
+/// Segment ids in `dir`, oldest first.
+fn segment_ids(dir: &Path) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
+            (
+                u64::from_str_radix(&stem, 16).unwrap(),
+                std::fs::metadata(&p).unwrap().len(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_output_takes_an_id_below_its_input_when_the_ids_above_are_taken() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = || Options {
+        compaction_step_segments: 2,
+        ..tiny()
+    };
+    let (db, _) = open(d.path(), opts());
+    let mut model = BTreeMap::new();
+    for round in 0..3u32 {
+        for i in (0..300).filter(|i| round < 2 || i % 2 == 0) {
+            let v = format!("{round}:{i}:{}", "v".repeat(24)).into_bytes();
+            db.put(&key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+    }
+    db.compact().unwrap();
+    // One step wrote two outputs with consecutive ids: the odd keys.
+    let ids = segment_ids(d.path());
+    let (first, second) = (ids[0], ids[1]);
+    assert_eq!(first.0 + 1, second.0, "{ids:x?}");
+    assert!(
+        2 * second.1 >= 4096,
+        "second output should be kept: {ids:x?}"
+    );
+    // Make the first one part dead: the next run compacts it alone, and the
+    // id just above it is the second's.
+    let v = b"new".to_vec();
+    db.put(&key(1), &v).unwrap();
+    model.insert(key(1), v);
+    db.compact().unwrap();
+    let after = segment_ids(d.path());
+    assert!(!after.iter().any(|s| s.0 == first.0), "{after:x?}");
+    assert!(after[0].0 < first.0, "{after:x?}");
+    assert_eq!(after[1], second, "{after:x?}");
+    assert_model(&db, &model, 300);
+    drop(db);
+    let (db, _) = open(d.path(), opts());
+    assert_model(&db, &model, 300);
+}
