@@ -1,5 +1,6 @@
 //! `kvstore export`: every live key as a JSON line `{"key": k, "value": v}`,
-//! in key order, to stdout or a file. Values are spliced as stored.
+//! in key order, to stdout or a file. Values are spliced as stored. The data
+//! directory is opened read-only: exporting never changes it.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{CliError, DirArgs, open_existing};
+use super::{CliError, DirArgs, open_read_only};
 use crate::server::body::Out;
 
 const PAGE: usize = 1024;
@@ -33,7 +34,7 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, CliError> {
         path: out_path.clone(),
         source,
     };
-    let (engine, _report) = open_existing(dir)?;
+    let (engine, _report) = open_read_only(dir)?;
     let sink: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(File::create(p).map_err(io_err)?),
         None => Box::new(std::io::stdout().lock()),

@@ -1,14 +1,14 @@
 //! `kvstore inspect`: what recovery found, the store's figures, and the files
-//! of the data directory.
+//! of the data directory, which it opens read-only and so leaves as they are.
 
 use std::process::ExitCode;
 
-use super::{CliError, DirArgs, open_existing, summary};
+use super::{CliError, DirArgs, open_read_only, summary};
 
 /// Prints the report, the stats and the files.
 pub fn run(args: &DirArgs) -> Result<ExitCode, CliError> {
     let dir = &args.data_dir;
-    let (engine, report) = open_existing(dir)?;
+    let (engine, report) = open_read_only(dir)?;
     let s = engine.stats();
     println!("data directory: {}", dir.display());
     println!("recovery: {}", summary(&report));

@@ -132,8 +132,25 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-/// Opens an existing data directory for an offline subcommand.
+/// Opens an existing data directory read-only ([`Engine::open_read_only`]), for
+/// the subcommands that only look: they never change what they look at, and
+/// work on a copy they may not write to.
+pub fn open_read_only(dir: &Path) -> Result<(Engine, RecoveryReport), CliError> {
+    require_dir(dir)?;
+    Engine::open_read_only(dir, Options::default()).map_err(engine_err(dir))
+}
+
+/// Opens an existing data directory for an offline subcommand that writes.
 pub fn open_existing(dir: &Path) -> Result<(Engine, RecoveryReport), CliError> {
+    require_dir(dir)?;
+    let opts = Options {
+        background_compaction: false,
+        ..Options::default()
+    };
+    Engine::open(dir, opts).map_err(engine_err(dir))
+}
+
+fn require_dir(dir: &Path) -> Result<(), CliError> {
     if !dir.is_dir() {
         return Err(CliError::Io {
             action: "opening data directory",
@@ -141,14 +158,7 @@ pub fn open_existing(dir: &Path) -> Result<(Engine, RecoveryReport), CliError> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
         });
     }
-    let opts = Options {
-        background_compaction: false,
-        ..Options::default()
-    };
-    Engine::open(dir, opts).map_err(|source| CliError::Engine {
-        path: dir.to_path_buf(),
-        source,
-    })
+    Ok(())
 }
 
 /// Wraps an engine error with the directory it happened in.

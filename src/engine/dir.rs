@@ -140,6 +140,25 @@ pub fn lock(dir: &Path) -> Result<DirLock> {
     }
 }
 
+/// Takes a shared lock on an existing `LOCK` without creating or writing
+/// anything; `None` when there is no lock file (nothing to share with).
+/// Fails with [`Error::Locked`] while a read-write engine holds the directory.
+pub fn lock_shared(dir: &Path) -> Result<Option<DirLock>> {
+    let path = dir.join(LOCK);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("opening lock file", &path, e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(DirLock(file))),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

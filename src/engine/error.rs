@@ -60,6 +60,16 @@ pub enum Error {
         /// The fault that latched the engine.
         cause: Fault,
     },
+    /// The engine was opened with
+    /// [`Engine::open_read_only`](super::Engine::open_read_only), which never
+    /// changes the directory.
+    #[error("data directory {path} is open read-only; {refused} needs a read-write open")]
+    ReadOnlyOpen {
+        /// The data directory.
+        path: PathBuf,
+        /// What was refused ("writing", "compacting", ...).
+        refused: &'static str,
+    },
     /// The engine was closed.
     #[error("engine is closed")]
     Closed,

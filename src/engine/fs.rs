@@ -8,12 +8,13 @@
 //! [`FaultyFs`] fails the N-th call of one kind, deterministically, so tests can
 //! show what the engine does when the disk says no.
 
+use std::ffi::OsString;
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The shared, writable mapping [`AppendFile::map`] returns.
 pub use memmap2::MmapRaw;
@@ -196,6 +197,18 @@ struct FaultState {
     fail_from: [AtomicU64; OPS],
     // Whether the injected failures read as a full disk (ENOSPC).
     disk_full: [std::sync::atomic::AtomicBool; OPS],
+    // 0 = no limit; otherwise the most bytes a directory's files may hold.
+    space_limit: AtomicU64,
+    before_remove: Mutex<Option<(OsString, Hook)>>,
+}
+
+/// Code a test runs at a chosen call, on the engine's thread making it.
+struct Hook(Box<dyn FnOnce() + Send>);
+
+impl Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 /// A [`Fs`] over the real file system that fails chosen calls.
@@ -224,6 +237,8 @@ impl FaultyFs {
                 calls: Default::default(),
                 fail_from: Default::default(),
                 disk_full: Default::default(),
+                space_limit: AtomicU64::new(0),
+                before_remove: Mutex::new(None),
             }),
         }
     }
@@ -245,6 +260,25 @@ impl FaultyFs {
     pub fn heal(&self, op: FsOp) {
         self.state.fail_from[index(op)].store(0, Ordering::SeqCst);
         self.state.disk_full[index(op)].store(false, Ordering::SeqCst);
+    }
+
+    /// Fails writes with `ENOSPC` (as a full disk does) while they would make
+    /// the files of the written file's directory hold more than `bytes` in
+    /// total; 0 lifts the limit.
+    pub fn limit_space(&self, bytes: u64) {
+        self.state.space_limit.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Runs `hook` once, just before the first later removal of a file named
+    /// `file_name`, on the thread removing it (so a test can act between two
+    /// steps of the engine). The hook must not hold the engine: drop clones
+    /// it captured before returning, or the engine never closes.
+    pub fn before_remove_of(&self, file_name: &str, hook: impl FnOnce() + Send + 'static) {
+        *self
+            .state
+            .before_remove
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((file_name.into(), Hook(Box::new(hook))));
     }
 
     /// How many calls of `op` were made so far.
@@ -272,15 +306,36 @@ fn check(state: &FaultState, op: FsOp) -> io::Result<()> {
     }
 }
 
+/// Total length of the files in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 #[derive(Debug)]
 struct FaultyAppendFile {
     inner: StdAppendFile,
+    path: PathBuf,
     state: Arc<FaultState>,
 }
 
 impl AppendFile for FaultyAppendFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         check(&self.state, FsOp::Write)?;
+        let limit = self.state.space_limit.load(Ordering::SeqCst);
+        if limit != 0 {
+            let used = self.path.parent().map_or(0, dir_bytes);
+            if used + buf.len() as u64 > limit {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+        }
         self.inner.write_all(buf)
     }
     fn sync(&mut self) -> io::Result<()> {
@@ -296,6 +351,14 @@ impl AppendFile for FaultyAppendFile {
     }
     fn allocate(&mut self, len: u64) -> io::Result<()> {
         check(&self.state, FsOp::Allocate)?;
+        let limit = self.state.space_limit.load(Ordering::SeqCst);
+        if limit != 0 {
+            let used = self.path.parent().map_or(0, dir_bytes);
+            let grows = len.saturating_sub(self.inner.0.metadata()?.len());
+            if used + grows > limit {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+        }
         self.inner.allocate(len)
     }
     fn map(&mut self, len: usize) -> io::Result<MmapRaw> {
@@ -310,6 +373,7 @@ impl Fs for FaultyFs {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
         Ok(Box::new(FaultyAppendFile {
             inner: StdAppendFile(open_rw_append(path)?),
+            path: path.to_path_buf(),
             state: Arc::clone(&self.state),
         }))
     }
@@ -319,6 +383,20 @@ impl Fs for FaultyFs {
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.check(FsOp::Remove)?;
+        let hook = {
+            let mut slot = self
+                .state
+                .before_remove
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Some((name, _)) if path.file_name() == Some(name.as_os_str()) => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, Hook(run))) = hook {
+            run();
+        }
         std::fs::remove_file(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

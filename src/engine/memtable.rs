@@ -33,18 +33,41 @@ use super::segment::read_value;
 pub struct Memtable {
     id: SegmentId,
     path: PathBuf,
-    map: MmapRaw,
+    image: Image,
     len: AtomicUsize,
     /// Bytes known durable: `[0, synced)` was covered by a completed sync.
     synced: AtomicUsize,
-    /// The file, for syncing (any thread) and writeback hints.
-    file: Mutex<Box<dyn AppendFile>>,
+    /// The file, for syncing (any thread) and writeback hints; `None` for a
+    /// frozen image.
+    file: Mutex<Option<Box<dyn AppendFile>>>,
     /// Set while the directory entry that names this file `wal.log` may not be
     /// durable (a rotation renamed it there): the next sync also syncs the directory.
     dir_unsynced: AtomicBool,
 }
 
+/// Where the bytes live.
+#[derive(Debug)]
+enum Image {
+    /// `wal.log`, mapped shared and writable.
+    Mapped(MmapRaw),
+    /// A copy of `wal.log`'s records (a read-only open maps nothing writable).
+    Frozen(Vec<u8>),
+}
+
 impl Memtable {
+    /// A memtable that only serves reads of `bytes` (a read-only open).
+    pub(crate) fn frozen(id: SegmentId, bytes: Vec<u8>) -> Memtable {
+        Memtable {
+            id,
+            path: PathBuf::from(super::dir::WAL),
+            len: AtomicUsize::new(bytes.len()),
+            synced: AtomicUsize::new(bytes.len()),
+            image: Image::Frozen(bytes),
+            file: Mutex::new(None),
+            dir_unsynced: AtomicBool::new(false),
+        }
+    }
+
     /// Maps `capacity` bytes of `file` (already allocated), of which the first
     /// `len` hold records.
     pub(crate) fn map(
@@ -60,10 +83,10 @@ impl Memtable {
         Ok(Memtable {
             id,
             path: path.to_path_buf(),
-            map,
+            image: Image::Mapped(map),
             len: AtomicUsize::new(len.min(capacity)),
             synced: AtomicUsize::new(len.min(capacity)),
-            file: Mutex::new(file),
+            file: Mutex::new(Some(file)),
             dir_unsynced: AtomicBool::new(false),
         })
     }
@@ -85,7 +108,10 @@ impl Memtable {
 
     /// Bytes the mapping can hold.
     pub fn capacity(&self) -> usize {
-        self.map.len()
+        match &self.image {
+            Image::Mapped(m) => m.len(),
+            Image::Frozen(v) => v.len(),
+        }
     }
 
     /// The file's path when it was mapped (`wal.log`, until sealed).
@@ -96,10 +122,13 @@ impl Memtable {
     /// The records written so far.
     pub fn bytes(&self) -> &[u8] {
         let len = self.len();
-        // SAFETY: `[0, len)` lies within the mapping (len ≤ capacity) and is never
-        // stored to again once `len` covers it (module invariants): the shared
-        // slice aliases no write. The mapping lives as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), len) }
+        match &self.image {
+            // SAFETY: `[0, len)` lies within the mapping (len ≤ capacity) and is
+            // never stored to again once `len` covers it (module invariants): the
+            // shared slice aliases no write. The mapping lives as long as `self`.
+            Image::Mapped(map) => unsafe { std::slice::from_raw_parts(map.as_ptr(), len) },
+            Image::Frozen(v) => v.get(..len).unwrap_or(v),
+        }
     }
 
     /// Copies `bytes` in at the end and makes them visible to readers.
@@ -108,14 +137,17 @@ impl Memtable {
     /// Only the one `ActiveSegment` owning this memtable may call it (one writer),
     /// and `bytes` must fit: `len() + bytes.len() <= capacity()`.
     pub(crate) unsafe fn append(&self, bytes: &[u8]) {
+        let Image::Mapped(map) = &self.image else {
+            return;
+        };
         let at = self.len.load(Ordering::Relaxed);
-        debug_assert!(at + bytes.len() <= self.map.len());
+        debug_assert!(at + bytes.len() <= map.len());
         // SAFETY: the caller is the only writer and the range [at, at + n) lies in
         // the mapping and beyond `len`, where no reader looks.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
-                self.map.as_mut_ptr().add(at),
+                map.as_mut_ptr().add(at),
                 bytes.len(),
             );
         }
@@ -141,14 +173,19 @@ impl Memtable {
             .file
             .lock()
             .map_err(|_| std::io::Error::other("a panic interrupted a sync of this file"))?;
-        f(&mut **file)
+        match file.as_mut() {
+            Some(file) => f(&mut **file),
+            None => Err(std::io::Error::other("the memtable of a read-only open has no file")),
+        }
     }
 
     /// Runs `f` on the file unless another thread holds it; says whether it ran.
     pub(crate) fn try_with_file(&self, f: impl FnOnce(&mut dyn AppendFile)) -> bool {
         match self.file.try_lock() {
             Ok(mut file) => {
-                f(&mut **file);
+                if let Some(file) = file.as_mut() {
+                    f(&mut **file);
+                }
                 true
             }
             Err(_) => false,

@@ -6,7 +6,8 @@
 //! - [`format`](mod@format): byte layouts of records, hint files and file headers;
 //! - [`segment`]: `wal.log` (active), sealed segments (mmap), scanning;
 //! - [`keydir`]: the ordered key → location index; [`memtable`]: `wal.log` in memory;
-//! - `writer` (see [Writes](self#writes)): group commit; [`recovery`]: rebuilding state at open;
+//! - `writer` (see [Writes](self#writes)): group commit; [`recovery`]: rebuilding state at open
+//!   (or, for [`Engine::open_read_only`], computing it without changing a file);
 //! - [`migrate`]: the one-time conversion of a legacy JSON-lines `wal.log`;
 //! - [`fs`] and [`clock`]: seams through which tests fail I/O and move time.
 //!
@@ -34,6 +35,7 @@ pub mod keydir;
 pub mod memtable;
 pub mod migrate;
 pub mod options;
+mod readonly;
 pub mod recovery;
 mod sealer;
 pub mod segment;
@@ -128,7 +130,8 @@ pub(crate) struct Shared {
     counters: Counters,
     closed: AtomicBool,
     compaction: compaction::State,
-    _lock: dir::DirLock,
+    access: recovery::Mode,
+    _lock: Option<dir::DirLock>,
 }
 
 /// Stops the engine's threads and syncs when the last handle goes away.
@@ -249,10 +252,21 @@ impl Engine {
     /// contents. Fails if the directory is already open by another engine, in this
     /// process or another.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<(Engine, RecoveryReport)> {
+        Self::open_as(dir.as_ref(), options, recovery::Mode::Write)
+    }
+
+    fn open_as(
+        dir: &Path,
+        options: Options,
+        access: recovery::Mode,
+    ) -> Result<(Engine, RecoveryReport)> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        let lock = dir::lock(&dir)?;
-        let rec = recovery::recover(&dir, &options)?;
+        let dir = dir.to_path_buf();
+        let lock = match access {
+            recovery::Mode::Write => Some(dir::lock(&dir)?),
+            recovery::Mode::ReadOnly => readonly::lock(&dir)?,
+        };
+        let rec = recovery::recover(&dir, &options, access)?;
         let counters = Counters::default();
         Counters::add(&counters.disk_bytes, rec.disk_bytes);
         Counters::add(&counters.segments, rec.segments.sealed.len() as u64 + 1);
@@ -274,6 +288,7 @@ impl Engine {
             counters,
             closed: AtomicBool::new(false),
             compaction: compaction::State::default(),
+            access,
             _lock: lock,
             dir,
         });
@@ -287,9 +302,12 @@ impl Engine {
                 .background
                 .lock()
                 .map_err(|_| shared.poisoned("the thread handles"))?;
-            t.background = Some(shared.spawn("kvstore-engine", Shared::background)?);
-            t.syncer = Some(shared.spawn("kvstore-syncer", Shared::syncer)?);
-            t.sealer = Some(shared.spawn("kvstore-sealer", Shared::sealer_loop)?);
+            // A read-only engine has nothing to commit, sync, seal or compact.
+            if access == recovery::Mode::Write {
+                t.background = Some(shared.spawn("kvstore-engine", Shared::background)?);
+                t.syncer = Some(shared.spawn("kvstore-syncer", Shared::syncer)?);
+                t.sealer = Some(shared.spawn("kvstore-sealer", Shared::sealer_loop)?);
+            }
         }
         let report = rec.report;
         tracing::debug!(?report, "engine opened");
@@ -331,6 +349,7 @@ impl Engine {
     /// the writer when nothing else is in flight, else as a one-op batch.
     fn write_one(&self, op: &Op, key: &[u8], value: &[u8]) -> Result<Prior> {
         self.shared.check_open()?;
+        self.shared.check_writable("writing")?;
         let s = &self.shared;
         s.validate_op(key, matches!(op, Op::Put { .. }).then_some(value))?;
         let (kind, expiry) = match op {
@@ -373,6 +392,7 @@ impl Engine {
 
     fn enqueue(&self, batch: Batch) -> Result<Pending> {
         self.shared.check_open()?;
+        self.shared.check_writable("writing")?;
         self.shared.validate(&batch)?;
         if let Some(cause) = self.shared.failure() {
             return Err(Error::ReadOnly { cause });

@@ -54,8 +54,15 @@ pub struct Options {
     /// Whether the engine compacts in the background on its own (default true).
     pub background_compaction: bool,
     /// Threads a compaction copies with, one output segment each at a time
-    /// (default 2; 1 to 64). More finish sooner and take more CPU from writers.
+    /// (default 2; 1 to 64). More finish sooner and take more CPU from writers;
+    /// a step has about `compaction_step_segments` outputs to share out.
     pub compaction_threads: usize,
+    /// Live data one compaction step copies at most, in segments (default 1;
+    /// 1 to 1024; a single input holding more is still one step). A step's
+    /// outputs need that much free disk before its inputs are deleted, and its
+    /// bookkeeping about 100 bytes per live key it copies. Copy threads work on
+    /// one step's outputs, so more than this many threads gain nothing.
+    pub compaction_step_segments: u32,
     /// The file-system seam (default: the real file system).
     pub fs: Arc<dyn Fs>,
     /// The clock that decides expiry (default: the system clock).
@@ -84,6 +91,7 @@ impl Default for Options {
             compaction_min_bytes: 64 << 20,
             background_compaction: true,
             compaction_threads: 2,
+            compaction_step_segments: 1,
             fs: Arc::new(StdFs),
             clock: Arc::new(SystemClock),
             legacy_decoder: Some(Arc::new(crate::legacy::JsonLines)),
@@ -116,6 +124,9 @@ impl Options {
         }
         if !(1..=64).contains(&self.compaction_threads) {
             return bad("compaction_threads", "must be between 1 and 64");
+        }
+        if !(1..=1024).contains(&self.compaction_step_segments) {
+            return bad("compaction_step_segments", "must be between 1 and 1024");
         }
         if self.expiry_sweep_interval.is_zero() {
             return bad("expiry_sweep_interval", "must be positive");
@@ -164,6 +175,13 @@ mod tests {
                 "compaction_threads",
                 Options {
                     compaction_threads: 0,
+                    ..Options::default()
+                },
+            ),
+            (
+                "compaction_step_segments",
+                Options {
+                    compaction_step_segments: 0,
                     ..Options::default()
                 },
             ),

@@ -21,6 +21,7 @@ use super::format::hint::Hint;
 use super::format::record::{self, RecordKind};
 use super::format::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind};
 use super::keydir::{Entry, Key, Keydir};
+use super::memtable::Memtable;
 use super::migrate;
 use super::options::Options;
 use super::segment::SegmentSet;
@@ -39,7 +40,8 @@ pub struct RecoveryReport {
     pub records: u64,
     /// Live keys after recovery.
     pub live_keys: u64,
-    /// Bytes cut from the end of `wal.log` (torn or corrupt tail, incomplete batch).
+    /// Bytes cut from the end of `wal.log` (torn or corrupt tail, incomplete
+    /// batch); a read-only open cuts them only in memory.
     pub bytes_truncated: u64,
     /// Batches dropped whole because some of their records were missing or damaged.
     pub batches_discarded: u64,
@@ -55,12 +57,23 @@ pub struct RecoveryReport {
     pub duration: Duration,
 }
 
+/// Whether an open may change the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A normal open: interrupted work is finished, torn tails truncated.
+    Write,
+    /// [`Engine::open_read_only`](super::Engine::open_read_only): the same
+    /// state is computed in memory; no file is created, changed or removed.
+    ReadOnly,
+}
+
 /// The state recovery hands to the engine.
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub keydir: Keydir,
     pub segments: SegmentSet,
-    pub active: ActiveSegment,
+    /// `None` in a read-only open: `wal.log` is not opened for writing.
+    pub active: Option<ActiveSegment>,
     pub disk_bytes: u64,
     pub report: RecoveryReport,
 }
@@ -72,8 +85,8 @@ struct Found {
     entry: Entry,
 }
 
-/// Runs recovery on `dir`, whose lock the caller holds.
-pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
+/// Runs recovery on `dir`, whose lock the caller holds (under [`Mode::Write`]).
+pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovered> {
     let started = Instant::now();
     let fs = &*opts.fs;
     let now = opts.clock.now_ms();
@@ -81,15 +94,19 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
 
     let mut listing = dir::list(dir)?;
     let max_sealed = listing.segments.last().copied();
-    if let Some(m) = migrate::recover_or_migrate(dir, opts, &listing, max_sealed)? {
+    if mode == Mode::ReadOnly {
+        super::readonly::refuse_migration(dir, opts, &listing)?;
+    } else if let Some(m) = migrate::recover_or_migrate(dir, opts, &listing, max_sealed)? {
         report.migrated_legacy_backup = m.backup;
         report.legacy_operations = m.operations;
         listing = dir::list(dir)?;
     }
-    report.leftovers_removed += super::compaction::recover(dir, opts, &mut listing)?;
+    report.leftovers_removed += super::compaction::recover(dir, opts, &mut listing, mode)?;
     for path in &listing.leftovers {
-        fs.remove_file(path)
-            .map_err(|e| Error::io("removing leftover", path, e))?;
+        if mode == Mode::Write {
+            fs.remove_file(path)
+                .map_err(|e| Error::io("removing leftover", path, e))?;
+        }
         report.leftovers_removed += 1;
     }
 
@@ -131,7 +148,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
             if s.corrupt > 0 || s.batches_discarded > 0 {
                 tracing::warn!(segment = %id, corrupt = s.corrupt, batches = s.batches_discarded, "skipped damaged records in sealed segment");
             }
-            if s.clean_end && (s.end as u64) < seg.len() {
+            if mode == Mode::Write && s.clean_end && (s.end as u64) < seg.len() {
                 // Sealed by a rotation that was killed before its unused,
                 // preallocated tail was cut: cut it now.
                 seg = cut_zero_tail(opts, &path, id, s.end as u64)?;
@@ -146,8 +163,8 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         .segments
         .last()
         .map_or(SegmentId::FIRST, |id| id.next_generation());
-    let active = recover_wal(dir, opts, next_id, &mut found, &mut report)?;
-    disk_bytes += active.len();
+    let (active, memtable) = recover_wal(dir, opts, next_id, &mut found, &mut report, mode)?;
+    disk_bytes += memtable.len() as u64;
 
     let live = newest_live(found, now);
     let keydir = Keydir::from_sorted(live);
@@ -157,7 +174,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     Ok(Recovered {
         keydir,
         segments: SegmentSet {
-            active: Arc::clone(active.memtable()),
+            active: memtable,
             sealing: std::collections::BTreeMap::new(),
             sealed,
         },
@@ -250,7 +267,9 @@ fn load_hint(
     true
 }
 
-/// Step 4: scan `wal.log` (creating it when missing) and cut its bad tail.
+/// Step 4: scan `wal.log` (creating it when missing) and cut its bad tail
+/// (under [`Mode::ReadOnly`], only in memory). Returns the segment open for
+/// appends (`None` when read-only) and the memtable readers use.
 ///
 /// `wal.log` is preallocated: zeros after the last record are unused space,
 /// not a torn tail. Anything else after the good prefix is cut (and counted in
@@ -262,20 +281,25 @@ fn recover_wal(
     next_id: SegmentId,
     found: &mut Vec<Found>,
     report: &mut RecoveryReport,
-) -> Result<ActiveSegment> {
+    mode: Mode,
+) -> Result<(Option<ActiveSegment>, Arc<Memtable>)> {
     let fs = &*opts.fs;
     let path = dir.join(dir::WAL);
-    let bytes = match std::fs::read(&path) {
+    let create = || match mode {
+        Mode::Write => ActiveSegment::create(fs, dir, next_id, opts.segment_bytes).map(writable),
+        Mode::ReadOnly => Ok((None, Arc::new(Memtable::frozen(next_id, Vec::new())))),
+    };
+    let mut bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return ActiveSegment::create(fs, dir, next_id, opts.segment_bytes);
+            return create();
         }
         Err(e) => return Err(Error::io("reading", &path, e)),
     };
     if bytes.len() < FILE_HEADER_LEN || super::segment::scan::all_zero(&bytes[..FILE_HEADER_LEN]) {
         // A wal.log torn while its header was being written holds no record.
         report.bytes_truncated += data_len(&bytes) as u64;
-        return ActiveSegment::create(fs, dir, next_id, opts.segment_bytes);
+        return create();
     }
     let id = match FileHeader::decode(&bytes) {
         // wal.log is always newer than every sealed segment. A header naming an
@@ -318,7 +342,20 @@ fn recover_wal(
         report.bytes_truncated += torn;
         tracing::warn!(bytes = torn, "cutting torn tail of wal.log");
     }
-    ActiveSegment::reopen(fs, dir, id, good, !s.clean_end, opts.segment_bytes)
+    match mode {
+        Mode::Write => {
+            ActiveSegment::reopen(fs, dir, id, good, !s.clean_end, opts.segment_bytes).map(writable)
+        }
+        Mode::ReadOnly => {
+            bytes.truncate(s.end);
+            Ok((None, Arc::new(Memtable::frozen(id, bytes))))
+        }
+    }
+}
+
+fn writable(a: ActiveSegment) -> (Option<ActiveSegment>, Arc<Memtable>) {
+    let m = Arc::clone(a.memtable());
+    (Some(a), m)
 }
 
 /// Cuts a sealed segment's zeroed tail at `len` and maps it again.

@@ -70,9 +70,9 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(active: ActiveSegment) -> Writer {
+    pub(crate) fn new(active: Option<ActiveSegment>) -> Writer {
         Writer {
-            active: Some(active),
+            active,
             scratch: Vec::with_capacity(4096),
             seq: 0,
             spare_asked: None,

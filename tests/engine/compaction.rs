@@ -159,8 +159,10 @@ fn compaction_brings_disk_bytes_near_live_bytes_after_overwrites() {
 fn any_number_of_compaction_threads_keeps_every_value_and_no_deleted_one() {
     for threads in [1, 3, 8] {
         let d = tempfile::tempdir().unwrap();
+        // Steps of 8 segments, so a step has several outputs to share out.
         let opts = || Options {
             compaction_threads: threads,
+            compaction_step_segments: 8,
             ..tiny()
         };
         let (db, _) = open(d.path(), opts());

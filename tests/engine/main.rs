@@ -4,10 +4,12 @@
 mod basic;
 mod common;
 mod compaction;
+mod compaction_steps;
 mod concurrency;
 mod crash;
 mod faults;
 mod model;
+mod readonly;
 mod recovery;
 mod support;
 mod ttl;

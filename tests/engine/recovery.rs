@@ -159,16 +159,27 @@ fn a_flipped_byte_read_through_a_hint_is_a_corrupt_error_not_wrong_data() {
 #[test]
 fn a_damaged_live_record_fails_compaction_which_then_changes_nothing() {
     let d = tempfile::tempdir().unwrap();
-    let (damaged, _) = flipped_fixture(d.path());
+    let (damaged, seg) = flipped_fixture(d.path());
     let files_before = data_files(d.path());
+    // A dead record beside the damaged one, so compaction must copy it (a
+    // segment that is wholly live is left as it is, damaged or not).
+    let bytes = std::fs::read(&seg).unwrap();
+    let first = record::decode(&bytes[FILE_HEADER_LEN..]).unwrap();
+    let dead: usize = String::from_utf8(first.key[3..].to_vec())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(dead, damaged);
+    let intact = move || (0..200).filter(move |&i| i != damaged && i != dead);
 
     let (db, _) = Engine::open(d.path(), tiny()).unwrap();
+    db.delete(&key(dead)).unwrap();
     let err = db.compact().unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     // Dropping the record would turn "corrupt" into "absent" for good; instead
     // every key reads as before and no output is left behind.
     assert!(err_text(&db, damaged).contains("corrupt record"));
-    assert_keys_intact(&db, (0..200).filter(|&i| i != damaged));
+    assert_keys_intact(&db, intact());
     db.close().unwrap();
     let after = data_files(d.path());
     for f in files_before.iter().filter(|f| !f.ends_with("wal.log")) {
@@ -187,7 +198,7 @@ fn a_damaged_live_record_fails_compaction_which_then_changes_nothing() {
 
     let (db, _) = Engine::open(d.path(), tiny()).unwrap();
     assert!(err_text(&db, damaged).contains("corrupt record"));
-    assert_keys_intact(&db, (0..200).filter(|&i| i != damaged));
+    assert_keys_intact(&db, intact());
 }
 
 /// The id a segment file is named after.
