@@ -1,15 +1,19 @@
-//! `GET /kv`: the sorted listing of keys by prefix, paged with `limit`/`after`.
+//! `GET /kv`: the sorted listing of keys by prefix, paged with `limit`/`after`,
+//! and with `values=true` the same listing of pairs,
+//! `{"pairs": {"k1": v1, ...}}` (the older body-keyed store's "every pair as
+//! one object", which a bare `GET /kv` no longer is).
 //!
 //! The body is streamed: the keydir is scanned a chunk of keys at a time
 //! (each scan holds its read lock only for that chunk) and each chunk is sent
 //! as it is written, so a listing of millions of keys is never built whole.
 //! A listing is not a snapshot: keys written while it streams may or may not
-//! appear, but every key appears at most once and in order.
-
-use std::convert::Infallible;
+//! appear, but every key appears at most once and in order. A pair's value is
+//! read after its key is listed ([`pairs_page`]): a key deleted or expired in
+//! between is left out.
 
 use actix_web::web::{Bytes, Data, Query};
 use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use crate::engine::{Engine, ScanEnd};
@@ -25,9 +29,20 @@ struct ListQuery {
     prefix: Option<String>,
     after: Option<String>,
     limit: Option<String>,
+    values: Option<String>,
 }
 
-/// `GET /kv?prefix=&limit=&after=` → `{"keys": [...], "next"?: k}`.
+/// What a listing lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `{"keys": [k, ...]}`.
+    Keys,
+    /// `{"pairs": {k: v, ...}}`.
+    Pairs,
+}
+
+/// `GET /kv?prefix=&limit=&after=&values=` → `{"keys": [...], "next"?: k}`,
+/// or with `values=true` `{"pairs": {...}, "next"?: k}`.
 pub async fn list(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
     let q = Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::InvalidQuery {
@@ -47,8 +62,19 @@ pub async fn list(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespons
             }
         },
     };
+    let shape = match q.values.as_deref() {
+        None | Some("false") => Shape::Keys,
+        Some("true") => Shape::Pairs,
+        Some(text) => {
+            return Err(ApiError::InvalidQuery {
+                name: "values",
+                reason: format!("{text:?} is neither true nor false"),
+            });
+        }
+    };
     state.count(1);
-    let listing = Listing {
+    let mut listing = Listing {
+        shape,
         engine: state.engine.clone(),
         prefix: q.prefix.unwrap_or_default().into_bytes(),
         after: q.after.map(String::into_bytes),
@@ -56,9 +82,13 @@ pub async fn list(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespons
         started: false,
         done: false,
     };
-    let stream = futures_util::stream::unfold(listing, |mut l| async move {
-        l.next_chunk().map(|b| (Ok::<_, Infallible>(b), l))
+    // The first chunk is read before answering, so a failure there is a JSON
+    // error; a later one can only cut the body short (the status is sent).
+    let first = listing.next_chunk().transpose()?;
+    let rest = futures_util::stream::unfold(listing, |mut l| async move {
+        l.next_chunk().map(|chunk| (chunk, l))
     });
+    let stream = futures_util::stream::iter(first.map(Ok)).chain(rest);
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .streaming(stream))
@@ -66,6 +96,7 @@ pub async fn list(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespons
 
 /// The state of one streamed listing.
 struct Listing {
+    shape: Shape,
     engine: Engine,
     prefix: Vec<u8>,
     after: Option<Vec<u8>>,
@@ -75,46 +106,99 @@ struct Listing {
 }
 
 impl Listing {
-    /// The next piece of the body, `None` after the closing brace.
-    fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The next piece of the body, `None` after the closing brace (or after
+    /// an error, which ends the body).
+    fn next_chunk(&mut self) -> Option<Result<Bytes, ApiError>> {
         if self.done {
             return None;
         }
+        let (open, close) = match self.shape {
+            Shape::Keys => (&b"{\"keys\":["[..], b']'),
+            Shape::Pairs => (&b"{\"pairs\":{"[..], b'}'),
+        };
         let mut out = Out::with_capacity(CHUNK * 24);
-        // True until the listing's first key is written: a chunk after the
+        // True until the listing's first entry is written: a chunk after the
         // first always follows at least one key (it only exists after `More`).
         let mut first = !self.started;
         if first {
-            out.raw(b"{\"keys\":[");
+            out.raw(open);
             self.started = true;
         }
         let want = self.remaining.min(CHUNK);
         let mut last: Vec<u8> = Vec::new();
         let mut seen = 0usize;
-        let end = self
-            .engine
-            .scan_prefix_with(&self.prefix, self.after.as_deref(), want, |k| {
-                if !first {
-                    out.raw(b",");
+        let mut comma = |out: &mut Out| {
+            if !first {
+                out.raw(b",");
+            }
+            first = false;
+        };
+        let end = match self.shape {
+            Shape::Keys => {
+                self.engine
+                    .scan_prefix_with(&self.prefix, self.after.as_deref(), want, |k| {
+                        comma(&mut out);
+                        out.key(k);
+                        last.clear();
+                        last.extend_from_slice(k);
+                        seen += 1;
+                    })
+            }
+            Shape::Pairs => {
+                let (pairs, end) =
+                    match pairs_page(&self.engine, &self.prefix, self.after.as_deref(), want) {
+                        Ok(page) => page,
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    };
+                for (k, v) in &pairs {
+                    if let Some(v) = v {
+                        comma(&mut out);
+                        out.key(k).raw(b":").raw(v);
+                    }
                 }
-                first = false;
-                out.key(k);
-                last.clear();
-                last.extend_from_slice(k);
-                seen += 1;
-            });
+                seen = pairs.len();
+                if let Some((k, _)) = pairs.into_iter().next_back() {
+                    last = k;
+                }
+                end
+            }
+        };
         self.remaining -= seen;
         match end {
             ScanEnd::Exhausted => {
-                out.raw(b"]}");
+                out.raw(&[close, b'}']);
                 self.done = true;
             }
             ScanEnd::More if self.remaining == 0 => {
-                out.raw(b"],\"next\":").key(&last).raw(b"}");
+                out.raw(&[close]).raw(b",\"next\":").key(&last).raw(b"}");
                 self.done = true;
             }
             ScanEnd::More => self.after = Some(last),
         }
-        Some(Bytes::from(out.into_bytes()))
+        Some(Ok(Bytes::from(out.into_bytes())))
     }
+}
+
+/// Up to `limit` live keys starting with `prefix`, after `after`, each with
+/// its value (`None` when it went between the scan and the read), and whether
+/// more remain. The one place that pairs keys with values, so an engine
+/// iterator of `(key, value)` can replace it.
+fn pairs_page(
+    engine: &Engine,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<(Vec<u8>, Option<Vec<u8>>)>, ScanEnd), ApiError> {
+    let mut keys = Vec::with_capacity(limit.min(CHUNK));
+    // The keydir's read lock is held only for the scan, never for the reads.
+    let end = engine.scan_prefix_with(prefix, after, limit, |k| keys.push(k.to_vec()));
+    let mut pairs = Vec::with_capacity(keys.len());
+    for key in keys {
+        let value = engine.get(&key)?;
+        pairs.push((key, value));
+    }
+    Ok((pairs, end))
 }
