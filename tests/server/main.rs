@@ -10,6 +10,7 @@ mod errors;
 mod get;
 mod keys;
 mod list;
+mod openapi;
 mod put;
 mod stats;
 mod writes;
