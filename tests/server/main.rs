@@ -4,6 +4,7 @@
 
 mod batch;
 mod beyond;
+mod body_kv;
 mod common;
 mod delete;
 mod errors;
@@ -13,4 +14,5 @@ mod list;
 mod openapi;
 mod put;
 mod stats;
+mod store;
 mod writes;

@@ -57,8 +57,9 @@ pub fn read(state: &AppState, key: &str) -> Result<HttpResponse, ApiError> {
 /// fields are required is the handler's; unknown fields are ignored.
 #[derive(Deserialize)]
 pub struct WriteBody<'a> {
-    /// The key, in the body-keyed shapes (`/store`, `PUT`/`DELETE /kv`).
-    #[serde(borrow, default)]
+    /// The key, in the body-keyed shapes (`/store`, `PUT`/`DELETE /kv`);
+    /// a `null` key is present (and not a string), not absent.
+    #[serde(borrow, default, deserialize_with = "present")]
     pub key: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     value: Option<&'a RawValue>,
