@@ -1,4 +1,4 @@
-//! API.md "General rules": every error is `{"error": ...}` with a fitting
+//! docs/API.md "General rules": every error is `{"error": ...}` with a fitting
 //! status, actix's own failures included; rejected input changes nothing.
 
 use actix_web::http::Method;

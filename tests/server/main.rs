@@ -1,5 +1,6 @@
 //! The HTTP API in-process (actix `test` service over a temp data dir), one
-//! module per section of API.md, checking status, headers and exact bodies.
+//! module per section of docs/API.md, checking status, headers and exact bodies;
+//! every reply is also checked against docs/openapi.json (`openapi.rs`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod batch;

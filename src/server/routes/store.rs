@@ -3,14 +3,15 @@
 //! updates, `GET` and `DELETE` take `?key=K`. Same engine, same keys and the
 //! same helpers as `/kv/{key}` ([`kv`]).
 //!
-//! Invariant: a create (`POST`) or an update (`PUT`) of a key checks and
-//! writes under that key's lock in [`KeyLocks`], so of two concurrent creates
-//! of one key exactly one gets 201 and the other 409, and an update never
-//! revives a key a concurrent create or update decided was absent. The engine
-//! has no compare-and-set (a batch cannot be conditional), so the lock is the
+//! Invariant: every write of `/store` (create, update, delete) runs under
+//! its key's lock in [`KeyLocks`], so a create's or an update's check and its
+//! write are one step among `/store`'s writes of that key: of concurrent
+//! creates exactly one gets 201 and the others 409, and an update never
+//! revives a key a concurrent delete removed. The engine has no
+//! compare-and-set (a batch cannot be conditional), so the lock is the
 //! server's: writes through `/kv` and `/kv/batch` do not take it, and one of
-//! them landing between a create's check and its write is overwritten by the
-//! create. An engine `PutIfAbsent` operation would close that gap.
+//! them landing between a check and its write is overwritten by that write.
+//! An engine `PutIfAbsent` / `PutIfPresent` operation would close that gap.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -37,6 +38,7 @@ pub async fn get(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse
 /// `DELETE /store?key=K` → `{"success": true, "deleted": true}` or 404.
 pub async fn delete(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
     let key = required_key(&req, &state)?;
+    let _locked = state.key_locks.lock(key.as_bytes()).await;
     kv::remove(&state, &key).await
 }
 
