@@ -1,5 +1,5 @@
 //! `/kv/{key}`: GET, PUT and DELETE of one key, and the helpers every API
-//! shape uses for one key ([`read`], [`WriteBody`], [`write`], [`written`],
+//! shape uses for one key ([`read`], [`WriteBody`], [`write()`], [`written`],
 //! [`remove`]), so `/kv/{key}`, `/store` and the body-keyed `/kv` read, write
 //! and answer alike and differ only in where the key comes from.
 

@@ -8,7 +8,7 @@
 //! as it is written, so a listing of millions of keys is never built whole.
 //! A listing is not a snapshot: keys written while it streams may or may not
 //! appear, but every key appears at most once and in order. A pair's value is
-//! read after its key is listed ([`pairs_page`]): a key deleted or expired in
+//! read after its key is listed (`pairs_page`): a key deleted or expired in
 //! between is left out.
 
 use actix_web::web::{Bytes, Data, Query};
@@ -182,6 +182,9 @@ impl Listing {
     }
 }
 
+/// A listed key and its value, `None` when it went before it was read.
+type Pair = (Vec<u8>, Option<Vec<u8>>);
+
 /// Up to `limit` live keys starting with `prefix`, after `after`, each with
 /// its value (`None` when it went between the scan and the read), and whether
 /// more remain. The one place that pairs keys with values, so an engine
@@ -191,7 +194,7 @@ fn pairs_page(
     prefix: &[u8],
     after: Option<&[u8]>,
     limit: usize,
-) -> Result<(Vec<(Vec<u8>, Option<Vec<u8>>)>, ScanEnd), ApiError> {
+) -> Result<(Vec<Pair>, ScanEnd), ApiError> {
     let mut keys = Vec::with_capacity(limit.min(CHUNK));
     // The keydir's read lock is held only for the scan, never for the reads.
     let end = engine.scan_prefix_with(prefix, after, limit, |k| keys.push(k.to_vec()));

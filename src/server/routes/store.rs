@@ -123,10 +123,13 @@ impl KeyLocks {
     /// Waits for `key`'s lock (without blocking the worker thread) and holds
     /// it until the guard is dropped.
     pub async fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        self.stripes[self.stripe(key)].lock().await
+    }
+
+    fn stripe(&self, key: &[u8]) -> usize {
         let len = self.stripes.len() as u64;
         // The remainder is below STRIPES, so it fits any usize.
-        let i = usize::try_from(self.hasher.hash_one(key) % len).unwrap_or(0);
-        self.stripes[i].lock().await
+        usize::try_from(self.hasher.hash_one(key) % len).unwrap_or(0)
     }
 }
 
@@ -138,8 +141,7 @@ mod tests {
     async fn a_key_lock_is_held_until_its_guard_drops() {
         let locks = KeyLocks::default();
         let held = locks.lock(b"k").await;
-        let i = usize::try_from(locks.hasher.hash_one(b"k".as_slice()) % super::STRIPES as u64)
-            .unwrap();
+        let i = locks.stripe(b"k");
         assert!(locks.stripes[i].try_lock().is_err());
         drop(held);
         assert!(locks.stripes[i].try_lock().is_ok());
