@@ -80,6 +80,7 @@ pub async fn list(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespons
         after: q.after.map(String::into_bytes),
         remaining: limit,
         started: false,
+        wrote_entry: false,
         done: false,
     };
     // The first chunk is read before answering, so a failure there is a JSON
@@ -102,6 +103,8 @@ struct Listing {
     after: Option<Vec<u8>>,
     remaining: usize,
     started: bool,
+    /// Whether any key or pair has been written (the next one needs a comma).
+    wrote_entry: bool,
     done: bool,
 }
 
@@ -117,13 +120,13 @@ impl Listing {
             Shape::Pairs => (&b"{\"pairs\":{"[..], b'}'),
         };
         let mut out = Out::with_capacity(CHUNK * 24);
-        // True until the listing's first entry is written: a chunk after the
-        // first always follows at least one key (it only exists after `More`).
-        let mut first = !self.started;
-        if first {
+        if !self.started {
             out.raw(open);
             self.started = true;
         }
+        // Kept across chunks, not derived from `started`: a chunk of pairs
+        // whose keys all went before their values were read writes nothing.
+        let mut first = !self.wrote_entry;
         let want = self.remaining.min(CHUNK);
         let mut last: Vec<u8> = Vec::new();
         let mut seen = 0usize;
@@ -166,6 +169,7 @@ impl Listing {
                 end
             }
         };
+        self.wrote_entry = !first;
         self.remaining -= seen;
         match end {
             ScanEnd::Exhausted => {
