@@ -219,6 +219,24 @@ fn the_document_lists_exactly_the_mounted_routes() {
     );
 }
 
+#[actix_web::test]
+async fn every_documented_operation_reaches_its_handler() {
+    // A route shadowed by an earlier pattern would answer 405 or no-route.
+    let s = start().await;
+    for op in &contract().operations {
+        let path = op.path.replace("{key}", "probe");
+        let method = Method::from_bytes(op.method.as_bytes()).unwrap();
+        let r = s.call(method, &path, "{}").await;
+        assert_ne!(r.status, 405, "{} {path}: {}", op.method, r.body);
+        assert!(
+            !r.body.contains("no route"),
+            "{} {path}: {}",
+            op.method,
+            r.body
+        );
+    }
+}
+
 #[test]
 fn the_document_is_openapi_3_1_with_an_error_default_on_every_operation() {
     let doc: Value = serde_json::from_str(DOC).unwrap();
