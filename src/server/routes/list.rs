@@ -209,3 +209,63 @@ fn pairs_page(
     }
     Ok((pairs, end))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::{Listing, Shape};
+    use crate::engine::clock::Clock;
+    use crate::engine::{Batch, Engine, Expiry, Options, SyncMode};
+
+    /// A clock one second later at every reading: a key expiring between two
+    /// readings is live for the scan that lists it and gone for the read after.
+    #[derive(Debug)]
+    struct Ticking(AtomicU64);
+
+    impl Clock for Ticking {
+        fn now_ms(&self) -> u64 {
+            self.0.fetch_add(1000, Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_chunk_whose_pairs_all_went_leaves_no_comma_before_the_next_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(Ticking(AtomicU64::new(1_700_000_000_000)));
+        let opts = Options {
+            clock: clock.clone(),
+            sync: SyncMode::Never,
+            // No background reading of the clock while the listing runs.
+            expiry_sweep_interval: Duration::from_secs(3600),
+            ..Options::default()
+        };
+        let (engine, _) = Engine::open(dir.path(), opts).unwrap();
+        let expiry = 1_800_000_000_000;
+        let mut batch = Batch::new();
+        for i in 0..super::CHUNK {
+            batch.put_with_expiry(format!("a{i:05}").as_bytes(), b"0", Expiry::At(expiry));
+        }
+        batch.put(b"b", b"1");
+        engine.apply(batch).unwrap();
+        // The first chunk's scan reads `expiry - 500`, its first read `expiry + 500`.
+        clock.0.store(expiry - 500, Ordering::SeqCst);
+        let mut listing = Listing {
+            shape: Shape::Pairs,
+            engine,
+            prefix: Vec::new(),
+            after: None,
+            remaining: usize::MAX,
+            started: false,
+            wrote_entry: false,
+            done: false,
+        };
+        let mut chunks = Vec::new();
+        while let Some(chunk) = listing.next_chunk() {
+            chunks.push(String::from_utf8(chunk.unwrap().to_vec()).unwrap());
+        }
+        assert_eq!(chunks, [r#"{"pairs":{"#, r#""b":1}}"#]);
+    }
+}
