@@ -1,4 +1,4 @@
-//! The legacy JSON-lines `wal.log` of the reference implementations (API.md,
+//! The legacy JSON-lines `wal.log` of the reference implementations (docs/API.md,
 //! "Persistence layout"): one `{"op","key","value","ttl","timestamp"}` object per
 //! line. [`JsonLines`] decodes it for the engine's one-time migration.
 //!

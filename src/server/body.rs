@@ -178,4 +178,11 @@ impl Out {
             .content_type("application/json")
             .body(self.0)
     }
+
+    /// A 201 response with this body.
+    pub fn created(self) -> HttpResponse {
+        HttpResponse::Created()
+            .content_type("application/json")
+            .body(self.0)
+    }
 }

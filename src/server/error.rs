@@ -79,6 +79,17 @@ pub enum BodyProblem {
     /// A batch whose `operations` is missing or not an array.
     #[error("operations must be an array of operations")]
     OperationsNotArray,
+    /// A body-keyed write (`/store`, `PUT /kv`) that is not an object.
+    #[error(
+        "body must be a JSON object like {{\"key\": \"k\", \"value\": <any JSON>, \"ttl\": <seconds>}}"
+    )]
+    KeyedNotObject,
+    /// A `DELETE /kv` body that is not an object.
+    #[error("body must be a JSON object like {{\"key\": \"k\"}}")]
+    DeleteNotObject,
+    /// A body-keyed request without `key`.
+    #[error("body must have a \"key\" field")]
+    MissingKey,
 }
 
 /// Every error the HTTP API answers with.
@@ -87,6 +98,9 @@ pub enum ApiError {
     /// The key is absent, deleted or expired.
     #[error("key not found")]
     KeyNotFound,
+    /// `POST /store` of a key that has a live value; nothing changed.
+    #[error("key already exists")]
+    KeyExists,
     /// No route has this path.
     #[error("not found: no route for {path}")]
     NoRoute {
@@ -117,6 +131,14 @@ pub enum ApiError {
         name: &'static str,
         /// Why.
         reason: String,
+    },
+    /// A required query parameter is absent.
+    #[error("missing query parameter {name}: send {example}")]
+    MissingQuery {
+        /// The parameter.
+        name: &'static str,
+        /// A request that has it.
+        example: &'static str,
     },
     /// One operation of a batch is invalid; nothing was applied.
     #[error("operation {index}: {problem}")]
@@ -168,10 +190,12 @@ impl ApiError {
         match self {
             ApiError::KeyNotFound | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::KeyExists => StatusCode::CONFLICT,
             ApiError::InvalidKey(_)
             | ApiError::InvalidJson(_)
             | ApiError::InvalidBody(_)
             | ApiError::InvalidQuery { .. }
+            | ApiError::MissingQuery { .. }
             | ApiError::InvalidOperation { .. } => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } | ApiError::TooManyOperations { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE

@@ -1,8 +1,13 @@
-//! The HTTP JSON API of `/work/shared/API.md` over the [`engine`](crate::engine).
+//! The HTTP JSON API of the repository's `docs/API.md` (described for tools by
+//! `docs/openapi.json`, served at `GET /openapi.json`) over the
+//! [`engine`](crate::engine): the current API and the two older ones it serves
+//! beside it on the same keys (`/store`, the body-keyed `/kv`).
 //!
 //! - [`build`] binds an actix `HttpServer` running [`app`] on every worker;
 //! - [`app`] is the whole application (routes + middleware), shared by
-//!   `build` and the in-process tests; [`routes::configure`] mounts the routes;
+//!   `build` and the in-process tests; [`routes::configure`] mounts the routes
+//!   of one table, [`routes::table`], which the tests hold against the OpenAPI
+//!   document;
 //! - [`error::ApiError`] is the one error type and its status table;
 //! - values are stored as their minified JSON text ([`crate::json::minify`])
 //!   and spliced into responses ([`body::Out`]) without being re-parsed;

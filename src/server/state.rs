@@ -8,6 +8,7 @@ use crate::engine::{Engine, Expiry};
 
 use super::ServerConfig;
 use super::metrics::Metrics;
+use super::routes::store::KeyLocks;
 
 /// Request limits, from [`ServerConfig`].
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +32,8 @@ pub struct AppState {
     pub auth_token: Option<String>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The per-key locks of `/store`'s check-then-write (see [`KeyLocks`]).
+    pub key_locks: KeyLocks,
     started: Instant,
     operations: AtomicU64,
 }
@@ -47,6 +50,7 @@ impl AppState {
             },
             auth_token: config.auth_token.clone().filter(|t| !t.is_empty()),
             metrics: Metrics::new(config.fsync.clone()),
+            key_locks: KeyLocks::default(),
             started: Instant::now(),
             operations: AtomicU64::new(0),
         }

@@ -1,4 +1,4 @@
-//! Every error case of API.md against the real binary: status, JSON body,
+//! Every error case of docs/API.md against the real binary: status, JSON body,
 //! and nothing stored afterwards.
 
 use crate::support::{request, start};

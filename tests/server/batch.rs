@@ -1,4 +1,4 @@
-//! API.md "POST /kv/batch": validation first, atomic, in order.
+//! docs/API.md "POST /kv/batch": validation first, atomic, in order.
 
 use kvstore::server::ServerConfig;
 

@@ -1,4 +1,4 @@
-//! API.md "Beyond the original specification": /health, /metrics,
+//! docs/API.md "Beyond the original specification": /health, /metrics,
 //! POST /admin/compact, bearer-token auth.
 
 use actix_web::test::TestRequest;

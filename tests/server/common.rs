@@ -101,9 +101,11 @@ impl<S> Server<S>
 where
     S: Service<Request, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
 {
-    /// Sends `req` and reads the whole reply.
+    /// Sends `req` and reads the whole reply, checked against docs/openapi.json.
     pub async fn send(&self, req: TestRequest) -> Reply {
-        let res = test::call_service(&self.svc, req.to_request()).await;
+        let req = req.to_request();
+        let (method, path) = (req.method().clone(), req.path().to_string());
+        let res = test::call_service(&self.svc, req).await;
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let content_type = headers
@@ -111,12 +113,14 @@ where
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
         let body = test::read_body(res).await;
-        Reply {
+        let reply = Reply {
             status,
             content_type,
             headers,
             body: String::from_utf8(body.to_vec()).unwrap(),
-        }
+        };
+        crate::openapi::check(&method, &path, &reply);
+        reply
     }
 
     /// `method path` with a JSON body (no body when empty).

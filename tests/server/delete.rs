@@ -1,4 +1,4 @@
-//! API.md "DELETE /kv/{key}".
+//! docs/API.md "DELETE /kv/{key}".
 
 use crate::common::start;
 

@@ -1,4 +1,4 @@
-//! API.md "General rules": every error is `{"error": ...}` with a fitting
+//! docs/API.md "General rules": every error is `{"error": ...}` with a fitting
 //! status, actix's own failures included; rejected input changes nothing.
 
 use actix_web::http::Method;
@@ -21,8 +21,10 @@ async fn a_wrong_method_is_405_json() {
     let cases = [
         (Method::POST, "/kv/a"),
         (Method::PATCH, "/kv/a"),
-        (Method::DELETE, "/kv"),
-        (Method::PUT, "/kv"),
+        // PUT and DELETE /kv are the body-keyed API (docs/API.md).
+        (Method::POST, "/kv"),
+        (Method::PATCH, "/kv"),
+        (Method::PATCH, "/store"),
         (Method::POST, "/stats"),
         (Method::DELETE, "/health"),
         (Method::POST, "/metrics"),

@@ -1,4 +1,4 @@
-//! API.md "GET /kv/{key}".
+//! docs/API.md "GET /kv/{key}".
 
 use crate::common::start;
 

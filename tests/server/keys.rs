@@ -1,4 +1,4 @@
-//! API.md "General rules" on keys: the path segment after `/kv/`,
+//! docs/API.md "General rules" on keys: the path segment after `/kv/`,
 //! percent-decoded, `%2F` part of the key, 1..=1024 bytes of UTF-8.
 
 use kvstore::server::ServerConfig;

@@ -1,4 +1,4 @@
-//! API.md "GET /kv": prefix listing, paging with limit/after/next, streaming.
+//! docs/API.md "GET /kv": prefix listing, paging with limit/after/next, streaming.
 
 use crate::common::start;
 

@@ -1,4 +1,4 @@
-//! API.md "PUT /kv/{key}".
+//! docs/API.md "PUT /kv/{key}".
 
 use actix_web::http::Method;
 use actix_web::test::TestRequest;

@@ -1,4 +1,4 @@
-//! API.md "GET /stats".
+//! docs/API.md "GET /stats".
 
 use crate::common::start;
 
