@@ -25,6 +25,11 @@ impl Progress {
         Progress(bar)
     }
 
+    /// Draws nothing (output shares the terminal with the bar).
+    pub fn hidden() -> Progress {
+        Progress(ProgressBar::hidden())
+    }
+
     /// A spinner for work whose amount is not known beforehand.
     pub fn spinner() -> Progress {
         let bar = ProgressBar::with_draw_target(None, target());
@@ -45,6 +50,11 @@ impl Progress {
     /// `n` more units done.
     pub fn inc(&self, n: u64) {
         self.0.inc(n);
+    }
+
+    /// Runs `f` (which prints) with the bar out of the way.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.0.suspend(f)
     }
 
     /// Whether anything is drawn (stderr is a terminal).
