@@ -4,6 +4,8 @@
 
 mod api_errors;
 mod auth;
+mod client;
+mod client_support;
 mod crash;
 mod group_commit;
 mod legacy;
