@@ -11,5 +11,6 @@ mod group_commit;
 mod legacy;
 mod lifecycle;
 mod offline;
+mod shell;
 mod startup;
 mod support;
