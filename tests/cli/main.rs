@@ -14,5 +14,6 @@ mod lifecycle;
 mod offline;
 mod progress;
 mod shell;
+mod shell_pty;
 mod startup;
 mod support;
