@@ -32,3 +32,43 @@ fn offline_work_prints_no_progress_when_stderr_is_not_a_terminal() {
     assert_eq!((compact.code, compact.err.as_str()), (0, ""), "{compact:?}");
     assert!(!compact.out.contains('\u{1b}'), "{compact:?}");
 }
+
+#[test]
+fn on_a_terminal_import_draws_a_bar_and_clears_it() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    let lines: String = (0..20_000)
+        .map(|i| format!("{{\"key\":\"k{i}\",\"value\":{i}}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let (mut master, slave) = crate::shell_pty::openpty();
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .args(["import", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .arg("--input")
+        .arg(&input)
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Ends with EIO once the child has exited and closed the slave.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    assert!(child.wait().unwrap().success());
+    let seen = reader.join().unwrap();
+    assert!(seen.contains("importing"), "{seen:?}");
+    assert!(seen.contains("/20000 keys"), "{seen:?}");
+    assert!(seen.contains("imported 20000 keys"), "{seen:?}");
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::support::BIN;
 
 /// A pty pair: (master, slave).
-fn openpty() -> (File, OwnedFd) {
+pub fn openpty() -> (File, OwnedFd) {
     let mut master = 0;
     let mut slave = 0;
     let size = libc::winsize {
