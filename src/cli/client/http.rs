@@ -102,24 +102,31 @@ impl Http {
         Ok(Answer { status, body, url })
     }
 
-    /// The answer's body when it is 200, `None` when 404 (and `missing_ok`),
-    /// else the server's error.
-    fn expect_ok(answer: Answer, missing_ok: bool) -> Result<Option<Answer>, ClientError> {
-        match answer.status {
-            200..=299 => Ok(Some(answer)),
-            404 if missing_ok => Ok(None),
-            status => {
-                #[derive(Deserialize)]
-                struct ErrorBody {
-                    error: String,
-                }
-                let message = match serde_json::from_str::<ErrorBody>(&answer.body) {
-                    Ok(e) => e.error,
-                    Err(_) => answer.body.chars().take(200).collect(),
-                };
-                Err(ClientError::Server { status, message })
-            }
+    /// The answer when it is a success, `None` when 404, else the server's error.
+    fn found(answer: Answer) -> Result<Option<Answer>, ClientError> {
+        if answer.status == 404 {
+            return Ok(None);
         }
+        Self::ok(answer).map(Some)
+    }
+
+    /// The answer when it is a success, else the server's error.
+    fn ok(answer: Answer) -> Result<Answer, ClientError> {
+        if (200..300).contains(&answer.status) {
+            return Ok(answer);
+        }
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            error: String,
+        }
+        let message = match serde_json::from_str::<ErrorBody>(&answer.body) {
+            Ok(e) => e.error,
+            Err(_) => answer.body.chars().take(200).collect(),
+        };
+        Err(ClientError::Server {
+            status: answer.status,
+            message,
+        })
     }
 }
 
@@ -167,7 +174,7 @@ impl Target for Http {
             value: &'a RawValue,
         }
         let answer = self.request("GET", &format!("/kv/{}", percent_encode(key)), None)?;
-        let Some(answer) = Self::expect_ok(answer, true)? else {
+        let Some(answer) = Self::found(answer)? else {
             return Ok(None);
         };
         let got: Got<'_> = parse(&answer)?;
@@ -181,13 +188,13 @@ impl Target for Http {
         }
         let body = format!("{{\"value\":{}{}}}", write.value, ttl_field(write.ttl));
         let answer = self.request("PUT", &format!("/kv/{}", percent_encode(key)), Some(body))?;
-        let answer = Self::expect_ok(answer, false)?.ok_or_else(|| bad(&self.base, "404"))?;
+        let answer = Self::ok(answer)?;
         Ok(parse::<Put>(&answer)?.created)
     }
 
     fn delete(&self, key: &str) -> Result<bool, ClientError> {
         let answer = self.request("DELETE", &format!("/kv/{}", percent_encode(key)), None)?;
-        Ok(Self::expect_ok(answer, true)?.is_some())
+        Ok(Self::found(answer)?.is_some())
     }
 
     fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page, ClientError> {
@@ -202,7 +209,7 @@ impl Target for Http {
             path.push_str(&format!("&after={}", percent_encode(a)));
         }
         let answer = self.request("GET", &path, None)?;
-        let answer = Self::expect_ok(answer, false)?.ok_or_else(|| bad(&self.base, "404"))?;
+        let answer = Self::ok(answer)?;
         let listed: Listed = parse(&answer)?;
         Ok(Page {
             more: listed.next.is_some(),
@@ -241,7 +248,7 @@ impl Target for Http {
         }
         body.push_str("]}");
         let answer = self.request("POST", "/kv/batch", Some(body))?;
-        let answer = Self::expect_ok(answer, false)?.ok_or_else(|| bad(&self.base, "404"))?;
+        let answer = Self::ok(answer)?;
         let results: Results<'_> = parse(&answer)?;
         Ok(results
             .results
@@ -252,7 +259,7 @@ impl Target for Http {
 
     fn stats(&self) -> Result<String, ClientError> {
         let answer = self.request("GET", "/stats", None)?;
-        let answer = Self::expect_ok(answer, false)?.ok_or_else(|| bad(&self.base, "404"))?;
+        let answer = Self::ok(answer)?;
         // Re-emitted compact on one line, whatever the server's spacing.
         let raw: &RawValue = parse(&answer)?;
         Ok(String::from_utf8_lossy(&crate::json::minify(raw.get())).into_owned())
