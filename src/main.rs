@@ -1,13 +1,29 @@
-//! The `kvstore` binary: parse the command line, set up logging, run, and
-//! decide the exit code. Every failure is one line on stderr.
+//! The `kvstore` binary: read the config file, parse the command line, set
+//! up logging, run, and decide the exit code: 0 success, 1 key not found,
+//! 2 usage, 3 any other failure. Every failure is one line on stderr.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
-use kvstore::cli::{self, Cli};
+use clap::{CommandFactory, FromArgMatches};
+use kvstore::cli::{self, Cli, config};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    if let Some(path) = config::path_from(&args) {
+        command = match config::apply_file(command, &path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("kvstore: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    }
+    let parsed = command
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help, --version
@@ -15,9 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("kvstore: {}", first.trim_start_matches("error: "));
+            eprintln!("kvstore: {}", cli::usage_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -36,7 +50,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kvstore: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -2,13 +2,16 @@
 
 use std::process::ExitCode;
 
+use super::progress::Progress;
 use super::{CliError, DirArgs, open_existing};
 
 /// Compacts and prints what was reclaimed.
 pub fn run(args: &DirArgs) -> Result<ExitCode, CliError> {
     let dir = &args.data_dir;
     let (engine, _report) = open_existing(dir)?;
+    let progress = Progress::spinner().message(format!("compacting {}", dir.display()));
     let r = engine.compact().map_err(super::engine_err(dir))?;
+    drop(progress);
     engine.close().map_err(super::engine_err(dir))?;
     println!(
         "compacted {}: reclaimed {} bytes, segments {} -> {}, {} live bytes rewritten, {} ms",

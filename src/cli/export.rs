@@ -3,12 +3,13 @@
 //! directory is opened read-only: exporting never changes it.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
+use super::progress::Progress;
 use super::{CliError, DirArgs, open_read_only};
 use crate::server::body::Out;
 
@@ -42,6 +43,13 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, CliError> {
     let mut w = BufWriter::new(sink);
     let mut after: Option<Vec<u8>> = None;
     let mut count = 0u64;
+    // Lines going to the same terminal would tear the bar apart.
+    let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
+    let progress = if to_terminal {
+        Progress::hidden()
+    } else {
+        Progress::bar(engine.stats().live_keys, "keys").message("exporting")
+    };
     loop {
         let page = engine.scan_prefix(b"", after.as_deref(), PAGE);
         for key in &page {
@@ -53,6 +61,7 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, CliError> {
             line.key_value(key, &value).raw(b"\n");
             w.write_all(&line.into_bytes()).map_err(io_err)?;
             count += 1;
+            progress.inc(1);
         }
         match page.last() {
             Some(last) if page.len() == PAGE => after = Some(last.clone()),
@@ -60,6 +69,7 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, CliError> {
         }
     }
     w.flush().map_err(io_err)?;
+    drop(progress);
     engine.close().map_err(super::engine_err(dir))?;
     eprintln!("exported {count} keys");
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::progress::Progress;
 use super::{CliError, DirArgs};
 use crate::engine::{Batch, Engine, Options};
 use crate::json::minify;
@@ -93,9 +94,13 @@ pub fn run(args: &ImportArgs) -> Result<ExitCode, CliError> {
         );
         count += 1;
     }
+    let progress = Progress::bar(count, "keys").message("importing");
     for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+        let n = batch.len() as u64;
         engine.apply(batch).map_err(super::engine_err(dir))?;
+        progress.inc(n);
     }
+    drop(progress);
     engine.close().map_err(super::engine_err(dir))?;
     eprintln!("imported {count} keys into {}", dir.display());
     Ok(ExitCode::SUCCESS)

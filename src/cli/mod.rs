@@ -1,18 +1,27 @@
 //! The `kvstore` command line: parsed flags ([`Cli`]) and one module per
-//! subcommand. `main.rs` parses, sets up logging, calls [`run`] and turns a
-//! [`CliError`] into one line on stderr and a non-zero exit code.
+//! subcommand. `main.rs` reads the config file ([`config`]), parses, sets up
+//! logging, calls [`run`] and turns a [`CliError`] into one line on stderr
+//! and its [exit code](CliError::exit_code).
 
+pub mod client;
 pub mod compact;
+pub mod config;
 pub mod export;
 pub mod import;
 pub mod inspect;
+pub mod progress;
 pub mod serve;
+pub mod shell;
+pub mod units;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use client::Client;
+use client::ops::{self, Op};
 
 use crate::engine::{self, Engine, Options, RecoveryReport};
 
@@ -26,6 +35,9 @@ pub struct Cli {
     /// An offline subcommand on a data directory.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// A TOML file with one key per flag; flags and env override it.
+    #[arg(long, global = true, env = "KVSTORE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -43,6 +55,20 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Load JSON lines `{"key": .., "value": ..}` (the export format).
     Import(import::ImportArgs),
+    /// Print the value of KEY as JSON (exit 1 when absent), from a server or --data-dir.
+    Get(Client<ops::GetArgs>),
+    /// Store VALUE under KEY (JSON if it parses as JSON, else a string).
+    Put(Client<ops::PutArgs>),
+    /// Delete KEY (exit 1 when absent).
+    Delete(Client<ops::KeyArgs>),
+    /// Print the keys, one per line, in byte order.
+    List(Client<ops::ListArgs>),
+    /// Run a `/kv/batch` body from FILE (`-`: stdin) as one atomic batch.
+    Batch(Client<ops::BatchArgs>),
+    /// Print the store's figures as JSON.
+    Stats(Client<ops::StatsArgs>),
+    /// An interactive prompt for the client commands (plain lines from a pipe).
+    Shell(client::TargetArgs),
 }
 
 /// The data directory of an offline subcommand.
@@ -117,6 +143,24 @@ pub enum CliError {
     /// `verify` found damage.
     #[error("{0} corrupt record(s) found")]
     Corrupt(u64),
+    /// A client command failed.
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    /// The config file cannot be used.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+}
+
+impl CliError {
+    /// The process's exit code for this failure: 2 for usage (a flag or
+    /// config value that cannot be used), 3 for everything else. (0 is
+    /// success and 1 a key not found, so a script can tell them apart.)
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Invalid { .. } | CliError::Config(_) => 2,
+            _ => 3,
+        }
+    }
 }
 
 /// Runs the parsed command line.
@@ -129,6 +173,33 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Compact(args)) => compact::run(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Import(args)) => import::run(&args),
+        Some(Command::Get(c)) => client::run(&c.target, &Op::Get(c.op)),
+        Some(Command::Put(c)) => client::run(&c.target, &Op::Put(c.op)),
+        Some(Command::Delete(c)) => client::run(&c.target, &Op::Delete(c.op)),
+        Some(Command::List(c)) => client::run(&c.target, &Op::List(c.op)),
+        Some(Command::Batch(c)) => client::run(&c.target, &Op::Batch(c.op)),
+        Some(Command::Stats(c)) => client::run(&c.target, &Op::Stats(c.op)),
+        Some(Command::Shell(target)) => shell::run(&target),
+    }
+}
+
+/// A clap error as one line: its message and the lines that complete it
+/// (the missing argument's name), without usage and tips.
+pub fn usage_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim);
+    let first = parts
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first} {}", rest.join(" "))
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{CliError, SyncArg, summary};
+use super::{CliError, SyncArg, summary, units};
 use crate::engine::{Engine, Options, SyncMode};
 use crate::server::{self, FsyncObserver, ServerConfig};
 
@@ -28,17 +28,17 @@ pub struct ServeArgs {
     /// When acknowledged writes are fsynced.
     #[arg(long, value_enum, default_value_t = SyncArg::Always)]
     pub sync: SyncArg,
-    /// fsync interval of `--sync periodic`, in ms.
-    #[arg(long, default_value_t = 1000)]
+    /// fsync interval of `--sync periodic` (`500ms`, `2s`; plain numbers are ms).
+    #[arg(long, visible_alias = "sync-interval", default_value = "1000", value_parser = units::millis)]
     pub sync_interval_ms: u64,
-    /// Size at which wal.log is sealed into a segment, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Size at which wal.log is sealed into a segment (`64MiB`; plain numbers are bytes).
+    #[arg(long, default_value = "64MiB", value_parser = units::size)]
     pub segment_bytes: u64,
-    /// Largest request body, in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
+    /// Largest request body (`16MiB`; plain numbers are bytes).
+    #[arg(long, default_value = "16MiB", value_parser = units::size_usize)]
     pub max_body_bytes: usize,
-    /// Largest key, in bytes.
-    #[arg(long, default_value_t = 1024)]
+    /// Largest key (plain numbers are bytes).
+    #[arg(long, default_value = "1024", value_parser = units::size_usize)]
     pub max_key_bytes: usize,
     /// Most operations in one batch.
     #[arg(long, default_value_t = 10_000)]
@@ -52,8 +52,8 @@ pub struct ServeArgs {
     /// Background compaction starts when dead bytes exceed this share of disk bytes.
     #[arg(long, default_value_t = 0.5)]
     pub compaction_ratio: f64,
-    /// ... and exceed this many bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// ... and exceed this size (`64MiB`; plain numbers are bytes).
+    #[arg(long, default_value = "64MiB", value_parser = units::size)]
     pub compaction_min_bytes: u64,
     /// Threads a compaction copies with (fewer leave more CPU to requests).
     #[arg(long, default_value_t = Options::default().compaction_threads)]

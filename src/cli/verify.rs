@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 
+use super::progress::Progress;
 use super::{CliError, DirArgs, open_read_only, summary};
 use crate::engine::Error;
 
@@ -27,15 +28,19 @@ pub fn run(args: &DirArgs) -> Result<ExitCode, CliError> {
     let mut keys = 0u64;
     let mut bad_reads = 0u64;
     let mut after: Option<Vec<u8>> = None;
+    let progress = Progress::bar(engine.stats().live_keys, "keys").message("verifying");
     loop {
         let page = engine.scan_prefix(b"", after.as_deref(), PAGE);
         for key in &page {
             keys += 1;
+            progress.inc(1);
             match engine.get(key) {
                 Ok(_) => {}
                 Err(e @ Error::Corrupt { .. }) => {
                     bad_reads += 1;
-                    println!("corrupt: key {:?}: {e}", String::from_utf8_lossy(key));
+                    progress.suspend(|| {
+                        println!("corrupt: key {:?}: {e}", String::from_utf8_lossy(key));
+                    });
                 }
                 Err(e) => return Err(super::engine_err(dir)(e)),
             }
@@ -45,6 +50,7 @@ pub fn run(args: &DirArgs) -> Result<ExitCode, CliError> {
             _ => break,
         }
     }
+    drop(progress);
     engine.close().map_err(super::engine_err(dir))?;
     let corrupt = report.corrupt_records + bad_reads;
     println!(

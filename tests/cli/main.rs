@@ -4,10 +4,16 @@
 
 mod api_errors;
 mod auth;
+mod client;
+mod client_support;
+mod config;
 mod crash;
 mod group_commit;
 mod legacy;
 mod lifecycle;
 mod offline;
+mod progress;
+mod shell;
+mod shell_pty;
 mod startup;
 mod support;
