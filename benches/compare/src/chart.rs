@@ -8,7 +8,6 @@ use plotters::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::phases::{Column, Measure, Phase};
-use crate::report::format_measure;
 use crate::workload::Workload;
 
 const RATE_PHASES: [Phase; 6] = [
@@ -79,12 +78,7 @@ pub fn draw(path: &Path, columns: &[Column], w: &Workload) -> Result<()> {
         .disable_x_mesh()
         .x_labels(groups)
         .x_label_formatter(&|_| String::new())
-        .y_label_formatter(&|v| {
-            format_measure(Measure::Rate {
-                ops: *v as u64,
-                secs: 1.0,
-            })
-        })
+        .y_label_formatter(&|v| axis_label(*v))
         .y_desc("ops/s")
         .draw()
         .map_err(|e| fail(e.to_string()))?;
@@ -127,4 +121,13 @@ pub fn draw(path: &Path, columns: &[Column], w: &Workload) -> Result<()> {
     }
     root.present().map_err(|e| fail(e.to_string()))?;
     Ok(())
+}
+
+/// An axis tick: `100`, `10k`, `1M` (the ticks are powers of ten).
+fn axis_label(v: f64) -> String {
+    match v {
+        v if v >= 1e6 => format!("{}M", v / 1e6),
+        v if v >= 1e3 => format!("{}k", v / 1e3),
+        v => format!("{v}"),
+    }
 }

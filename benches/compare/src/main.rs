@@ -53,6 +53,7 @@ fn run() -> Result<()> {
         .tempdir_in(&parent)
         .map_err(|e| Error::io("creating a directory in", &parent, e))?;
     let w = &args.workload;
+    let load_before = report::load_average();
     let mut columns = Vec::new();
     for engine in &args.engines {
         let col = match engine.as_str() {
@@ -71,7 +72,8 @@ fn run() -> Result<()> {
         };
         columns.push(col);
     }
-    let table = report::markdown(&columns, w);
+    let load = load_before.zip(report::load_average());
+    let table = report::markdown(&columns, w, load);
     print!("{table}");
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
