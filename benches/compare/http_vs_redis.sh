@@ -31,6 +31,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 need() { # need COMMAND PACKAGE
   command -v "$1" >/dev/null && return
