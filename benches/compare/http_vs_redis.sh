@@ -123,7 +123,7 @@ wrk_rate() { # wrk_rate PORT SCRIPT
 
 # Sets put_rate and get_rate (globals: a server started in a $(...) subshell
 # would escape the EXIT trap).
-kvstore_run() { # kvstore_run SYNC
+kvstore_run() { # kvstore_run SYNC [put-only]
   local port dir pid
   port="$(free_port)"
   dir="$work/kvstore-$1"
@@ -135,8 +135,11 @@ kvstore_run() { # kvstore_run SYNC
   preload_kvstore "$port"
   echo "== kvstore --sync $1: PUT, $CONNS connections, ${DURATION} s" >&2
   put_rate="$(wrk_rate "$port" "$work/put.lua")"
-  echo "== kvstore --sync $1: GET" >&2
-  get_rate="$(wrk_rate "$port" "$work/get.lua")"
+  get_rate=
+  if [ "${2:-}" != put-only ]; then
+    echo "== kvstore --sync $1: GET" >&2
+    get_rate="$(wrk_rate "$port" "$work/get.lua")"
+  fi
   stop "$pid"
 }
 
@@ -152,7 +155,7 @@ redis_rate() { # redis_rate PORT TEST
 }
 
 # Sets put_rate (SET) and get_rate (GET), as kvstore_run does.
-redis_run() { # redis_run always|none
+redis_run() { # redis_run always|none [put-only]
   local port dir pid
   port="$(free_port)"
   dir="$work/redis-$1"
@@ -164,17 +167,20 @@ redis_run() { # redis_run always|none
   pid=$!
   pids+=("$pid")
   wait_until "redis-server ($1)" redis-cli -h 127.0.0.1 -p "$port" ping
-  echo "== redis ($1): SET, GET, $CONNS connections" >&2
+  echo "== redis ($1): $CONNS connections" >&2
   put_rate="$(redis_rate "$port" set)"
-  get_rate="$(redis_rate "$port" get)"
+  get_rate=
+  if [ "${2:-}" != put-only ]; then
+    get_rate="$(redis_rate "$port" get)"
+  fi
   stop "$pid"
 }
 
-kvstore_run always
+kvstore_run always put-only
 kv_always_put="$put_rate"
 kvstore_run never
 kv_never_put="$put_rate" kv_get="$get_rate"
-redis_run always
+redis_run always put-only
 redis_aof_set="$put_rate"
 redis_run none
 redis_set="$put_rate" redis_get="$get_rate"

@@ -83,6 +83,13 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>> {
             _ => return Err(Error::Usage(format!("unknown flag {flag}"))),
         }
     }
+    // Key i carries i in 15 decimal digits; more keys would collide.
+    if args.workload.keys > 999_999_999_999_999 {
+        return Err(Error::Usage("--keys takes at most 999999999999999".into()));
+    }
+    if args.workload.durable_threads > 1024 {
+        return Err(Error::Usage("--threads takes at most 1024".into()));
+    }
     args.command_line = given.join(" ");
     Ok(Some(args))
 }
@@ -101,4 +108,48 @@ fn number<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
                 "{flag} takes a whole number of at least {min}, not {value:?}"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Option<Args>> {
+        parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn no_flags_give_the_issue_s_workload() {
+        let a = parse_str("").unwrap().unwrap();
+        assert_eq!(a.workload.keys, 1_000_000);
+        assert_eq!(a.workload.value_bytes, 100);
+        assert_eq!(a.workload.durable_threads, 64);
+        assert_eq!(a.engines, ["kvstore", "naive", "fjall", "redb", "bare"]);
+    }
+
+    #[test]
+    fn flags_override_and_are_kept_for_the_report() {
+        let a = parse_str("--keys 2000 --durable-ops 50 --out x")
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.workload.keys, 2000);
+        assert_eq!(a.workload.durable_ops, 50);
+        assert_eq!(a.command_line, "--keys 2000 --durable-ops 50 --out x");
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors_not_panics() {
+        for bad in [
+            "--keys",
+            "--keys 0",
+            "--keys many",
+            "--value-bytes 8",
+            "--durable-secs -1",
+            "--threads 5000",
+            "--frobnicate 1",
+        ] {
+            assert!(matches!(parse_str(bad), Err(Error::Usage(_))), "{bad}");
+        }
+        assert!(parse_str("--help").unwrap().is_none());
+    }
 }
