@@ -1,0 +1,93 @@
+//! kvstore, through its public engine API: `SyncMode::Never` for buffered
+//! phases (each write still reaches the OS before it returns), `SyncMode::Always`
+//! for durable ones (concurrent writers share an fsync: group commit).
+
+use std::path::Path;
+
+use kvstore::engine::{Engine, Options, SyncMode};
+
+use crate::error::Result;
+use crate::peer::{Durability, Peer, Reader};
+
+/// An open kvstore engine.
+pub struct Kvstore(Engine);
+
+/// Keys fetched per page of a prefix scan: one keydir read lock each.
+const SCAN_PAGE: usize = 1024;
+
+impl Peer for Kvstore {
+    const NAME: &'static str = "kvstore";
+    type Reader<'a> = &'a Kvstore;
+
+    fn open(dir: &Path, durability: Durability) -> Result<Self> {
+        let sync = match durability {
+            Durability::Buffered => SyncMode::Never,
+            Durability::Synced => SyncMode::Always,
+        };
+        let options = Options {
+            sync,
+            ..Options::default()
+        };
+        let (engine, _report) = Engine::open(dir, options)?;
+        Ok(Kvstore(engine))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.0.put(key, value)?;
+        Ok(())
+    }
+
+    fn reader(&self) -> Result<&Kvstore> {
+        Ok(self)
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(self.0.sync()?)
+    }
+
+    fn close(self) -> Result<()> {
+        Ok(self.0.close()?)
+    }
+}
+
+impl Reader for &Kvstore {
+    fn get(&self, key: &[u8], mut seen: impl FnMut(&[u8])) -> Result<bool> {
+        match self.0.get(key)? {
+            Some(v) => {
+                seen(&v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn scan_prefix(&self, prefix: &[u8], visit: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        kvstore_scan_prefix(&self.0, prefix, visit)
+    }
+}
+
+/// Every live key under `prefix` with its value, in key order.
+///
+/// The one place that says how kvstore scans with values: pages of keys from
+/// `scan_prefix`, then a `get` per key (a key deleted between the two is
+/// skipped). When the engine gains an iterator of `(key, value)` pairs, only
+/// this function changes.
+pub fn kvstore_scan_prefix(
+    db: &Engine,
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]),
+) -> Result<()> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = db.scan_prefix(prefix, after.as_deref(), SCAN_PAGE);
+        for key in &page {
+            if let Some(value) = db.get(key)? {
+                visit(key, &value);
+            }
+        }
+        if page.len() < SCAN_PAGE {
+            return Ok(());
+        }
+        after = page.into_iter().next_back();
+    }
+}
