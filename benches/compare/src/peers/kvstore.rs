@@ -12,9 +12,6 @@ use crate::peer::{Durability, Peer, Reader};
 /// An open kvstore engine.
 pub struct Kvstore(Engine);
 
-/// Keys fetched per page of a prefix scan: one keydir read lock each.
-const SCAN_PAGE: usize = 1024;
-
 impl Peer for Kvstore {
     const NAME: &'static str = "kvstore";
     type Reader<'a> = &'a Kvstore;
@@ -66,28 +63,17 @@ impl Reader for &Kvstore {
     }
 }
 
-/// Every live key under `prefix` with its value, in key order.
-///
-/// The one place that says how kvstore scans with values: pages of keys from
-/// `scan_prefix`, then a `get` per key (a key deleted between the two is
-/// skipped). When the engine gains an iterator of `(key, value)` pairs, only
-/// this function changes.
+/// Every live key under `prefix` with its value, in key order: the engine's
+/// `prefix` iterator, whose pairs borrow key and value from the segment
+/// mappings (checksum verified, no copy).
 pub fn kvstore_scan_prefix(
     db: &Engine,
     prefix: &[u8],
     mut visit: impl FnMut(&[u8], &[u8]),
 ) -> Result<()> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = db.scan_prefix(prefix, after.as_deref(), SCAN_PAGE);
-        for key in &page {
-            if let Some(value) = db.get(key)? {
-                visit(key, &value);
-            }
-        }
-        if page.len() < SCAN_PAGE {
-            return Ok(());
-        }
-        after = page.into_iter().next_back();
+    for pair in db.prefix(prefix) {
+        let pair = pair?;
+        visit(pair.key(), pair.value());
     }
+    Ok(())
 }
