@@ -145,11 +145,7 @@ impl Memtable {
         // SAFETY: the caller is the only writer and the range [at, at + n) lies in
         // the mapping and beyond `len`, where no reader looks.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                map.as_mut_ptr().add(at),
-                bytes.len(),
-            );
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(at), bytes.len());
         }
         self.len.store(at + bytes.len(), Ordering::Release);
     }
@@ -175,7 +171,9 @@ impl Memtable {
             .map_err(|_| std::io::Error::other("a panic interrupted a sync of this file"))?;
         match file.as_mut() {
             Some(file) => f(&mut **file),
-            None => Err(std::io::Error::other("the memtable of a read-only open has no file")),
+            None => Err(std::io::Error::other(
+                "the memtable of a read-only open has no file",
+            )),
         }
     }
 

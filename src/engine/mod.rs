@@ -64,9 +64,9 @@ pub use stats::Stats;
 
 use format::record::RecordKind;
 use keydir::Keydir;
+use sealer::SpareSlot;
 use segment::{SegmentRef, SegmentSet};
 use stats::Counters;
-use sealer::SpareSlot;
 use writer::{Reply, Request, Unsynced, Writer};
 
 /// Identifies a segment. Segments are ordered by id: a record in a higher id is
@@ -226,7 +226,7 @@ impl Future for Pending {
         loop {
             match state {
                 PendingState::Ready(r) => {
-                    return Poll::Ready(r.take().unwrap_or_else(|| Err(Error::Closed)));
+                    return Poll::Ready(r.take().unwrap_or(Err(Error::Closed)));
                 }
                 PendingState::Waiting(_) => {
                     // Polled for the first time: turn the receiver into its future.
@@ -811,7 +811,10 @@ impl Shared {
                 };
                 if u.is_empty() && !u.shutdown {
                     let wait = tick.saturating_sub(last_sync.elapsed().min(tick));
-                    u = match self.syncer_cv.wait_timeout(u, wait.max(Duration::from_millis(1))) {
+                    u = match self
+                        .syncer_cv
+                        .wait_timeout(u, wait.max(Duration::from_millis(1)))
+                    {
                         Ok((u, _)) => u,
                         Err(_) => return,
                     };

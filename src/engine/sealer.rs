@@ -18,12 +18,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{SegmentId, Shared};
 use super::dir;
 use super::error::{Error, Result};
 use super::memtable::Memtable;
 use super::segment::active::{ActiveSegment, Spare, build_hint, write_hint};
 use super::segment::sealed::SealedSegment;
+use super::{SegmentId, Shared};
 
 /// The spare segment, and the newest segment id a rotation took one for:
 /// a spare is made for the segment after that, never for one already taken
@@ -171,7 +171,10 @@ impl Shared {
             Ok(set) => set.active.id(),
             Err(_) => return,
         };
-        let next = slot.taken.map_or(active, |t| t.max(active)).next_generation();
+        let next = slot
+            .taken
+            .map_or(active, |t| t.max(active))
+            .next_generation();
         if slot.spare.as_ref().is_some_and(|s| s.id() == next) {
             return;
         }

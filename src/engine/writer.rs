@@ -640,7 +640,14 @@ impl Shared {
         let mut done = Vec::with_capacity(groups.len());
         for mut g in groups {
             let published = result.as_ref().map_err(replicate).and_then(|()| {
-                self.publish(g.memtable.id(), g.base, &g.buf, &g.pubs, &mut g.replies, now)
+                self.publish(
+                    g.memtable.id(),
+                    g.base,
+                    &g.buf,
+                    &g.pubs,
+                    &mut g.replies,
+                    now,
+                )
             });
             done.push((g, published));
         }
@@ -799,10 +806,7 @@ impl Shared {
             return Err(self.no_active());
         };
         let next = active.id().next_generation();
-        let capacity = self
-            .opts
-            .segment_bytes
-            .max(FILE_HEADER_LEN as u64 + needed);
+        let capacity = self.opts.segment_bytes.max(FILE_HEADER_LEN as u64 + needed);
         let spare = match self.take_spare(next, capacity) {
             Ok(s) => s,
             // A failed fsync latches, wherever it is; a segment that could not

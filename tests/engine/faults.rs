@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use kvstore::engine::fs::{AppendFile, MmapRaw, FaultyFs, Fs, FsOp, StdFs};
+use kvstore::engine::fs::{AppendFile, FaultyFs, Fs, FsOp, MmapRaw, StdFs};
 use kvstore::engine::{Batch, Engine, Error, Options, SyncMode};
 
 fn key(i: usize) -> Vec<u8> {
@@ -100,7 +100,11 @@ fn a_full_disk_fails_only_the_writes_that_need_a_segment_and_writing_resumes_wit
     // Refused, not latched: reads go on and the next try meets the same disk.
     assert!(!db.stats().read_only);
     let refused = acked.len();
-    assert!(db.put(&key(refused), &value_of(refused)).unwrap_err().is_disk_full());
+    assert!(
+        db.put(&key(refused), &value_of(refused))
+            .unwrap_err()
+            .is_disk_full()
+    );
     fs.heal(FsOp::Allocate);
     for i in refused..refused + 200 {
         db.put(&key(i), &value_of(i)).unwrap();
@@ -324,7 +328,9 @@ impl AppendFile for GateFile {
     fn sync(&mut self) -> io::Result<()> {
         let mut s = self.1.lock();
         if s.held_done && s.fail_after_held {
-            return Err(io::Error::other("injected failure of a sync after the held one"));
+            return Err(io::Error::other(
+                "injected failure of a sync after the held one",
+            ));
         }
         if s.hold_next_sync {
             s.hold_next_sync = false;
@@ -408,18 +414,27 @@ fn groups_appended_during_an_fsync_wait_for_their_own_and_fail_with_it() {
     // They are appended behind the held fsync (pipelining)...
     let deadline = Instant::now() + Duration::from_secs(20);
     while db.stats().disk_bytes < before + 118 * 100 {
-        assert!(Instant::now() < deadline, "groups did not append during the fsync");
+        assert!(
+            Instant::now() < deadline,
+            "groups did not append during the fsync"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     // ...but not acknowledged, nor readable.
     for (i, p) in &mut queued {
-        assert!(futures::FutureExt::now_or_never(p).is_none(), "key {i} acknowledged early");
+        assert!(
+            futures::FutureExt::now_or_never(p).is_none(),
+            "key {i} acknowledged early"
+        );
         assert_eq!(db.get(&key(*i)).unwrap(), None);
     }
     gate.release();
     first.join().unwrap().unwrap();
     for (i, p) in queued {
-        assert!(p.wait().is_err(), "key {i} acknowledged without a good fsync");
+        assert!(
+            p.wait().is_err(),
+            "key {i} acknowledged without a good fsync"
+        );
         assert_eq!(db.get(&key(i)).unwrap(), None);
     }
     assert!(db.stats().read_only);

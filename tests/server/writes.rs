@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvstore::engine::fs::{AppendFile, MmapRaw, FaultyFs, Fs, FsOp, StdFs};
+use kvstore::engine::fs::{AppendFile, FaultyFs, Fs, FsOp, MmapRaw, StdFs};
 use kvstore::engine::{Options, SyncMode};
 use kvstore::server::ServerConfig;
 

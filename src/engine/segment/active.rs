@@ -12,6 +12,7 @@
 //!    path (by the sealer thread; made now only if none is ready);
 //! 2. rename `wal.log` to `<id>.seg`;
 //! 3. rename the spare to `wal.log` — the writer appends to it at once.
+//!
 //! The directory is synced before anything written to the new `wal.log` is
 //! acknowledged as durable ([`Memtable::mark_dir_unsynced`]). Sealing the old
 //! segment (sync, cut its unused tail, hint file) happens on the sealer thread.
@@ -81,7 +82,13 @@ pub fn header(id: SegmentId) -> Vec<u8> {
 
 /// Makes the file at `path` a fresh segment `id` of `capacity` bytes: header
 /// written, blocks allocated, synced, mapped.
-fn make_segment(fs: &dyn Fs, path: &Path, final_path: &Path, id: SegmentId, capacity: u64) -> Result<Memtable> {
+fn make_segment(
+    fs: &dyn Fs,
+    path: &Path,
+    final_path: &Path,
+    id: SegmentId,
+    capacity: u64,
+) -> Result<Memtable> {
     let header = header(id);
     let capacity = capacity.max(header.len() as u64);
     let mut file = create_empty(fs, path)?;
@@ -171,12 +178,21 @@ impl ActiveSegment {
     /// `wal.log`. Returns the new active segment; `self` (the old one) goes to
     /// the sealer. On failure nothing was renamed if the first rename failed;
     /// otherwise the caller must latch: the directory has no `wal.log`.
-    pub fn rotate_to(&self, fs: &dyn Fs, dir: &Path, spare: Spare) -> Result<ActiveSegment, RotateError> {
+    pub fn rotate_to(
+        &self,
+        fs: &dyn Fs,
+        dir: &Path,
+        spare: Spare,
+    ) -> Result<ActiveSegment, RotateError> {
         let wal = dir.join(dir::WAL);
         let sealed = dir::segment_path(dir, self.id());
         if let Err(e) = fs.rename(&wal, &sealed) {
             spare.discard(fs);
-            return Err(RotateError::Unchanged(Error::io("sealing (rename)", &wal, e)));
+            return Err(RotateError::Unchanged(Error::io(
+                "sealing (rename)",
+                &wal,
+                e,
+            )));
         }
         if let Err(e) = fs.rename(&spare.tmp, &wal) {
             return Err(RotateError::NoWal(Error::io("renaming", &spare.tmp, e)));
