@@ -13,7 +13,7 @@
 //!   overlaps a store;
 //! - a store into a shared mapping is in the page cache once made: it survives
 //!   the process being killed with no system call at all;
-//! - `fdatasync` of the file (through [`Memtable::sync`]) writes back the pages
+//! - `fdatasync` of the file (through `Memtable::sync`) writes back the pages
 //!   stored through the mapping, like any other dirty page of the file.
 
 use std::path::{Path, PathBuf};

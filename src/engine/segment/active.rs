@@ -14,7 +14,7 @@
 //! 3. rename the spare to `wal.log` — the writer appends to it at once.
 //!
 //! The directory is synced before anything written to the new `wal.log` is
-//! acknowledged as durable ([`Memtable::mark_dir_unsynced`]). Sealing the old
+//! acknowledged as durable (`Memtable::mark_dir_unsynced`). Sealing the old
 //! segment (sync, cut its unused tail, hint file) happens on the sealer thread.
 //!
 //! Killed after 2 and before 3 the directory has no `wal.log`: open creates one
