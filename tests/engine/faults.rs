@@ -559,3 +559,96 @@ fn a_failed_truncation_of_a_torn_tail_fails_the_open_and_changes_nothing() {
         assert_eq!(db.get(&key(i)).unwrap(), Some(value_of(i)));
     }
 }
+
+/// Issue 9.2: after `rm -rf` of the data directory, writes used to be
+/// acknowledged into the unlinked wal.log and lost. The link count of wal.log
+/// is checked with every group's fsync: the first write after the removal fails
+/// and the engine latches, naming the cause; close does not claim durability.
+#[test]
+fn a_removed_data_directory_fails_the_next_write_instead_of_swallowing_it() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("data");
+    let (db, _) = Engine::open(&dir, Options::default()).unwrap();
+    db.put(b"before", b"1").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = db.put(b"after", b"2").unwrap_err();
+    assert!(err.to_string().contains("removed"), "{err}");
+    assert!(db.stats().read_only);
+    assert!(matches!(
+        db.fault(),
+        Some(kvstore::engine::Fault::Removed { .. })
+    ));
+    assert!(matches!(
+        db.put(b"later", b"3"),
+        Err(Error::ReadOnly { .. })
+    ));
+    assert!(db.close().is_err(), "close must not report success");
+}
+
+/// The same under sync never, where no write has an fsync: the syncer thread
+/// checks every second, so the engine latches within a few seconds.
+#[test]
+fn a_removed_data_directory_latches_within_seconds_under_sync_never() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("data");
+    let opts = Options {
+        sync: SyncMode::Never,
+        ..Options::default()
+    };
+    let (db, _) = Engine::open(&dir, opts).unwrap();
+    db.put(b"before", b"1").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !db.stats().read_only {
+        assert!(Instant::now() < deadline, "never noticed the removal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(matches!(
+        db.put(b"after", b"2"),
+        Err(Error::ReadOnly { .. })
+    ));
+}
+
+#[derive(Debug)]
+struct PanickingObserver;
+
+impl kvstore::engine::Observer for PanickingObserver {
+    fn fsync(&self, _: Duration, _: usize) {
+        panic!("observer bug");
+    }
+}
+
+/// Issue 9.3: a panic on an engine path (here the embedder's observer, which
+/// now runs outside every engine lock) latches the engine read-only with the
+/// panic as its cause; no later write hangs, reads go on.
+#[test]
+fn a_panic_in_the_observer_latches_with_its_cause_and_nothing_hangs() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        observer: Some(Arc::new(PanickingObserver)),
+        ..Options::default()
+    };
+    let (db, _) = Engine::open(d.path(), opts).unwrap();
+    // The write itself was synced and published before the observer ran.
+    let _ = db.put(b"k", b"v");
+    assert!(db.stats().read_only);
+    match db.fault() {
+        Some(kvstore::engine::Fault::Panic { message, .. }) => {
+            assert!(message.contains("observer bug"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let (tx, rx) = mpsc::channel();
+    let db2 = db.clone();
+    std::thread::spawn(move || {
+        let mut b = Batch::new();
+        b.put(b"x", b"1").put(b"y", b"2");
+        tx.send((db2.put(b"z", b"1").is_err(), db2.submit(b).wait().is_err()))
+            .unwrap();
+    });
+    let (put_failed, batch_failed) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a write hung");
+    assert!(put_failed && batch_failed);
+    assert_eq!(db.get(b"k").unwrap(), Some(b"v".to_vec()));
+}
