@@ -271,3 +271,60 @@ fn an_output_takes_an_id_below_its_input_when_the_ids_above_are_taken() {
     let (db, _) = open(d.path(), opts());
     assert_model(&db, &model, 300);
 }
+
+/// Issue 9.3: a panic between a step's install and the retiring of its inputs
+/// (here: as the first input is being removed) latches the engine read-only
+/// with the cause, instead of going on with inputs whose tombstones a later
+/// step could drop; reads go on, and the next open finishes the step from
+/// its manifest with nothing lost or resurrected.
+#[test]
+fn a_panic_between_install_and_retire_latches_and_the_next_open_finishes_the_step() {
+    let d = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let opts = || Options {
+        fs: Arc::new(fs.clone()),
+        ..tiny()
+    };
+    let (db, _) = open(d.path(), opts());
+    let mut model = BTreeMap::new();
+    for round in 0..3u32 {
+        for i in 0..200 {
+            let v = format!("{round}:{i}").into_bytes();
+            db.put(&key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+    }
+    for i in (0..200).step_by(3) {
+        db.delete(&key(i)).unwrap();
+        model.remove(&key(i));
+    }
+    db.sync().unwrap();
+    let oldest = super::support::sealed_segments(d.path())
+        .into_iter()
+        .min()
+        .expect("sealed segments");
+    let name = oldest.file_name().unwrap().to_string_lossy().into_owned();
+    fs.before_remove_of(&name, || panic!("injected compaction bug"));
+
+    match db.compact() {
+        Err(Error::ReadOnly { cause }) => {
+            assert!(
+                cause.to_string().contains("injected compaction bug"),
+                "{cause}"
+            )
+        }
+        other => panic!("expected a read-only latch, got {other:?}"),
+    }
+    assert!(db.fault().is_some());
+    assert!(matches!(
+        db.put(b"after", b"x"),
+        Err(Error::ReadOnly { .. })
+    ));
+    assert_model(&db, &model, 200);
+    drop(db);
+
+    let (db, _) = open(d.path(), opts());
+    assert_model(&db, &model, 200);
+    assert!(!d.path().join("COMPACTION").exists());
+    db.put(b"after", b"x").unwrap();
+}

@@ -87,20 +87,18 @@ impl Shared {
             mapped.push(Arc::new(seg));
         }
         {
-            let mut set = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            let mut set = self.segments_write()?;
             for seg in mapped {
                 set.sealed.insert(seg.id(), seg);
             }
         }
         for chunk in moves.chunks(SWAP_CHUNK) {
-            self.keydir
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
+            self.keydir_write()?
                 .relocate_sorted(chunk.iter().map(|m| (&m.key, &m.old, m.new_entry())));
         }
         let c = &self.counters;
         {
-            let mut set = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            let mut set = self.segments_write()?;
             for seg in inputs {
                 set.sealed.remove(&seg.id());
             }

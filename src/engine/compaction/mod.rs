@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::error::{Error, Result};
+use super::error::{Error, Fault, Result};
 use super::format::FILE_HEADER_LEN;
 use super::segment::sealed::SealedSegment;
 use super::stats::Counters;
@@ -106,11 +106,13 @@ impl State {
     /// Asks a running compaction to stop and waits for the background one.
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let handle = self
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        // The slot holds no invariant (a handle or none), so a poisoned one is
+        // still the handle to join; the thread's own panics are caught in
+        // `compact` and latch the engine there.
+        let handle = match self.background.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(p) => p.into_inner().take(),
+        };
         if let Some(h) = handle
             && h.join().is_err()
         {
@@ -132,12 +134,23 @@ impl Engine {
 }
 
 impl Shared {
+    /// A panic anywhere in a compaction (between install and retire, a retired
+    /// input's tombstones could be dropped while the input remains) latches the
+    /// engine read-only with its cause: the next open finishes from the manifest.
     fn compact(&self, on_demand: bool) -> Result<CompactionReport> {
-        let _one_at_a_time = self
-            .compaction
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.lock(&self.compaction.running, "compaction")?;
+        let run = std::panic::AssertUnwindSafe(|| self.compact_steps(on_demand));
+        std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+            self.latch_fault(Fault::panic("compaction", &*payload));
+            Err(Error::ReadOnly {
+                cause: self
+                    .failure()
+                    .unwrap_or_else(|| Fault::panic("compaction", &*payload)),
+            })
+        })
+    }
+
+    fn compact_steps(&self, on_demand: bool) -> Result<CompactionReport> {
         let started = Instant::now();
         if let Some(cause) = self.failure() {
             return Err(Error::ReadOnly { cause });
@@ -153,14 +166,8 @@ impl Shared {
             }
         }
         // Fixed now: segments sealed from here on are newer than every input.
-        let sealed: Vec<Arc<SealedSegment>> = self
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .sealed
-            .values()
-            .cloned()
-            .collect();
+        let sealed: Vec<Arc<SealedSegment>> =
+            self.segments_read()?.sealed.values().cloned().collect();
         let budget = self
             .opts
             .segment_bytes

@@ -63,7 +63,7 @@ impl Shared {
             let mut visited = 0;
             let mut last = None;
             {
-                let kd = self.keydir.read().unwrap_or_else(|p| p.into_inner());
+                let kd = self.keydir_read()?;
                 kd.scan(b"", after.as_deref(), now, |key, e| {
                     visit(key, e);
                     visited += 1;
@@ -194,7 +194,7 @@ impl Shared {
             return Ok(Vec::new());
         };
         let (a, b) = (first.id().0, last.id().0);
-        let set = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        let set = self.segments_read()?;
         let low = set
             .sealed
             .range(..first.id())

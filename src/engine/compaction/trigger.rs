@@ -25,16 +25,19 @@ impl Shared {
         if !due {
             return;
         }
-        let mut slot = self
-            .compaction
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let Ok(mut slot) = self.lock(&self.compaction.background, "the compaction thread slot")
+        else {
+            return;
+        };
         if slot.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
-        if let Some(h) = slot.take() {
-            let _ = h.join();
+        // A finished thread's panic was caught in `compact`, which latched the
+        // engine: joining can only report what is already known.
+        if let Some(h) = slot.take()
+            && h.join().is_err()
+        {
+            tracing::error!("compaction thread panicked");
         }
         let me = Arc::clone(self);
         let spawned = std::thread::Builder::new()
@@ -56,11 +59,12 @@ impl Shared {
 
     /// Disk bytes not holding a live record.
     pub(super) fn dead_bytes(&self) -> u64 {
-        let live = self
-            .keydir
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .live_record_bytes();
+        // A poisoned keydir has latched the engine; no compaction is due then.
+        let Ok(kd) = self.keydir_read() else {
+            return 0;
+        };
+        let live = kd.live_record_bytes();
+        drop(kd);
         Counters::get(&self.counters.disk_bytes).saturating_sub(live)
     }
 }
