@@ -804,13 +804,21 @@ impl Shared {
         };
         let tick = every.map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
         let (mut last_sync, mut last_check) = (Instant::now(), Instant::now());
+        // Whether the last round left the groups to a thread already syncing:
+        // that thread syncs until the queue is empty, so wait for a new group
+        // rather than spin on its lock (which took a core from the writers).
+        let mut left_to_other = false;
         loop {
             let shutdown = {
                 let Ok(mut u) = self.lock(&self.unsynced, "the unsynced queue") else {
                     return;
                 };
-                if u.is_empty() && !u.shutdown {
-                    let wait = tick.saturating_sub(last_sync.elapsed().min(tick));
+                if (u.is_empty() || left_to_other) && !u.shutdown {
+                    let wait = if left_to_other {
+                        tick.min(Duration::from_millis(20))
+                    } else {
+                        tick.saturating_sub(last_sync.elapsed().min(tick))
+                    };
                     u = match self
                         .syncer_cv
                         .wait_timeout(u, wait.max(Duration::from_millis(1)))
@@ -821,7 +829,7 @@ impl Shared {
                 }
                 u.shutdown
             };
-            self.sync_unsynced(false);
+            left_to_other = !self.sync_unsynced(false);
             if let Some(d) = every
                 && last_sync.elapsed() >= d
             {

@@ -577,30 +577,33 @@ impl Shared {
     /// thread goes round again before it lets go of the sync lock and finds the
     /// groups appended meanwhile — callers must not queue on the sync lock, or
     /// each would sync only what arrived while it waited (a convoy of fsyncs).
-    pub(crate) fn sync_unsynced(&self, wait: bool) {
+    /// Returns false when it left the groups to that other thread.
+    pub(crate) fn sync_unsynced(&self, wait: bool) -> bool {
         loop {
             let guard = if wait {
                 match self.sync_lock.lock() {
                     Ok(g) => g,
                     Err(_) => {
                         let e = self.poisoned("the sync lock");
-                        return self.fail_unsynced(&e);
+                        self.fail_unsynced(&e);
+                        return true;
                     }
                 }
             } else {
                 match self.sync_lock.try_lock() {
                     Ok(g) => g,
-                    Err(std::sync::TryLockError::WouldBlock) => return,
+                    Err(std::sync::TryLockError::WouldBlock) => return false,
                     Err(std::sync::TryLockError::Poisoned(_)) => {
                         let e = self.poisoned("the sync lock");
-                        return self.fail_unsynced(&e);
+                        self.fail_unsynced(&e);
+                        return true;
                     }
                 }
             };
             self.sync_round(guard);
             match self.unsynced.lock() {
                 Ok(u) if !u.is_empty() => continue,
-                _ => return,
+                _ => return true,
             }
         }
     }
