@@ -1210,6 +1210,10 @@ enum Workload {
     /// Dead data over several segments, then `compact` (which seals
     /// `wal.log` first), a few more writes, and close.
     Compaction,
+    /// Open (counted) of a directory a compaction was killed in, with a torn
+    /// `wal.log` tail and a leftover spare: rolling the step forward, removing
+    /// leftovers, cutting the tail; then the last writes of `Compaction`.
+    Recovery,
 }
 
 impl Workload {
@@ -1217,30 +1221,40 @@ impl Workload {
         match self {
             Workload::Rotation => 0,
             Workload::Compaction => 1,
+            Workload::Recovery => 2,
         }
     }
     fn of(code: u64) -> Workload {
-        if code == 0 {
-            Workload::Rotation
-        } else {
-            Workload::Compaction
+        match code {
+            0 => Workload::Rotation,
+            1 => Workload::Compaction,
+            _ => Workload::Recovery,
         }
+    }
+    /// The operations acknowledged in the fixture the workload starts from.
+    fn acked_before(self) -> Option<u64> {
+        (self == Workload::Recovery).then(|| Workload::Compaction.split().0 - 1)
     }
     /// Operations before the calls are counted, and in all.
     fn split(self) -> (u64, u64) {
         match self {
             Workload::Rotation => (5, 45),
-            Workload::Compaction => (150, 156),
+            Workload::Compaction | Workload::Recovery => (150, 156),
         }
     }
     fn keys(self) -> u32 {
         match self {
             Workload::Rotation => 16,
-            Workload::Compaction => 30,
+            Workload::Compaction | Workload::Recovery => 30,
         }
     }
     fn op(self, i: u64) -> WOp {
-        let mut rng = Rng::new(mix(0x5eed_0000 + self.code(), i));
+        // Recovery continues the fixture Compaction made.
+        let seed = match self {
+            Workload::Recovery => Workload::Compaction.code(),
+            w => w.code(),
+        };
+        let mut rng = Rng::new(mix(0x5eed_0000 + seed, i));
         let idx = u32::try_from(rng.below(u64::from(self.keys()))).unwrap_or(0);
         if self == Workload::Rotation && i == 30 {
             return WOp::Put(idx, rng.bytes(5000));
@@ -1280,6 +1294,15 @@ fn steps_child(dir: &Path, args: &[u64]) -> ! {
         }
     };
     let (setup, all) = workload.split();
+    if workload == Workload::Recovery {
+        state.armed.store(true, Ordering::SeqCst);
+        let (db, _) = Engine::open(dir, opts).unwrap();
+        say("OPENED");
+        run(&db, setup..all);
+        db.close().unwrap();
+        say("DONE");
+        std::process::exit(0)
+    }
     let (mut db, _) = Engine::open(dir, opts.clone()).unwrap();
     run(&db, 0..setup);
     if workload == Workload::Compaction {
@@ -1322,6 +1345,19 @@ fn required(workload: Workload) -> &'static [&'static str] {
             "sync hint.tmp",
             "rename hint.tmp",
         ],
+        Workload::Recovery => &[
+            // rolling the compaction forward
+            "remove_file seg",
+            "remove_file hint",
+            "remove_file manifest",
+            // leftovers
+            "remove_file spare",
+            // cutting the torn tail of wal.log and allocating it again
+            "open_append wal",
+            "set_len wal",
+            "allocate wal",
+            "sync wal",
+        ],
         Workload::Compaction => &[
             "open_append seg.tmp",
             "write seg.tmp",
@@ -1339,12 +1375,17 @@ fn required(workload: Workload) -> &'static [&'static str] {
     }
 }
 
-fn kill_at_each_step(test: &str, workload: Workload, sync_code: u64) {
-    if let Some((_, dir, args)) = child_role() {
-        steps_child(&dir, &args);
-    }
+/// Every run starts from a copy of `fixture` (or an empty directory).
+fn kill_at_each_step(test: &str, workload: Workload, sync_code: u64, fixture: Option<&Path>) {
     let code = workload.code();
-    let dry_dir = mem_tempdir();
+    let fresh = || {
+        let d = mem_tempdir();
+        if let Some(f) = fixture {
+            copy_dir(f, d.path());
+        }
+        d
+    };
+    let dry_dir = fresh();
     let dry = run_child(test, "steps", dry_dir.path(), &[code, sync_code], KillWhen::Never);
     assert!(
         dry.status.success() && dry.has("DONE"),
@@ -1370,7 +1411,7 @@ fn kill_at_each_step(test: &str, workload: Workload, sync_code: u64) {
                  ({} steps), sweep {sweep}",
                 steps.len()
             );
-            let dir = mem_tempdir();
+            let dir = fresh();
             let run = run_child_env(
                 test,
                 "steps",
@@ -1408,7 +1449,10 @@ fn kill_at_each_step(test: &str, workload: Workload, sync_code: u64) {
                 &db,
                 &mut model,
                 0,
-                run.last_acks().get(&0).copied(),
+                run.last_acks()
+                    .get(&0)
+                    .copied()
+                    .max(workload.acked_before()),
                 |i| workload.op(i),
                 &context,
             );
@@ -1437,9 +1481,16 @@ fn kill_at_each_step(test: &str, workload: Workload, sync_code: u64) {
     }
 }
 
+fn steps_test(test: &str, workload: Workload, sync_code: u64) {
+    if let Some((_, dir, args)) = child_role() {
+        steps_child(&dir, &args);
+    }
+    kill_at_each_step(test, workload, sync_code, None);
+}
+
 #[test]
 fn rotation_killed_at_each_fs_step_sync_never() {
-    kill_at_each_step(
+    steps_test(
         "crash_wal::rotation_killed_at_each_fs_step_sync_never",
         Workload::Rotation,
         0,
@@ -1448,7 +1499,7 @@ fn rotation_killed_at_each_fs_step_sync_never() {
 
 #[test]
 fn rotation_killed_at_each_fs_step_sync_always() {
-    kill_at_each_step(
+    steps_test(
         "crash_wal::rotation_killed_at_each_fs_step_sync_always",
         Workload::Rotation,
         2,
@@ -1457,9 +1508,38 @@ fn rotation_killed_at_each_fs_step_sync_always() {
 
 #[test]
 fn compaction_killed_at_each_fs_step() {
-    kill_at_each_step(
+    steps_test(
         "crash_wal::compaction_killed_at_each_fs_step",
         Workload::Compaction,
         0,
     );
+}
+
+/// Recovery is itself a sequence of changes to the directory: a kill in the
+/// middle of one must leave a directory the next open still recovers.
+#[test]
+fn recovery_killed_at_each_fs_step() {
+    const TEST: &str = "crash_wal::recovery_killed_at_each_fs_step";
+    if let Some((_, dir, args)) = child_role() {
+        steps_child(&dir, &args);
+    }
+    // A compaction killed after its outputs were installed and one input
+    // retired: the next open must roll it forward.
+    let fixture = mem_tempdir();
+    let run = run_child_env(
+        TEST,
+        "steps",
+        fixture.path(),
+        &[Workload::Compaction.code(), 0],
+        KillWhen::Never,
+        &[(TARGET_ENV, "remove_file seg 2")],
+    );
+    assert!(run.killed(), "fixture child: {:?}", run.status);
+    let files = names(fixture.path());
+    assert!(files.iter().any(|f| f == "COMPACTION"), "{files:?}");
+    // A torn group at the end of wal.log, and a spare left behind.
+    let wal = fixture.path().join("wal.log");
+    overwrite(&wal, data_len(&wal), &nonzero_garbage(9, 100));
+    std::fs::write(fixture.path().join("00000000ffff0000.wal.tmp"), [1u8; 64]).unwrap();
+    kill_at_each_step(TEST, Workload::Recovery, 0, Some(fixture.path()));
 }
