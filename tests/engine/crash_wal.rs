@@ -1357,6 +1357,10 @@ enum Workload {
     /// `wal.log` tail and a leftover spare: rolling the step forward, removing
     /// leftovers, cutting the tail; then the last writes of `Compaction`.
     Recovery,
+    /// Open (counted) of a directory a rotation was killed in between its two
+    /// renames: no `wal.log`, a spare left behind, a sealed segment whose
+    /// preallocated tail was never cut. Nothing is written after the open.
+    RecoveryNoWal,
 }
 
 impl Workload {
@@ -1365,41 +1369,48 @@ impl Workload {
             Workload::Rotation => 0,
             Workload::Compaction => 1,
             Workload::Recovery => 2,
+            Workload::RecoveryNoWal => 3,
         }
     }
     fn of(code: u64) -> Workload {
         match code {
             0 => Workload::Rotation,
             1 => Workload::Compaction,
-            _ => Workload::Recovery,
+            2 => Workload::Recovery,
+            _ => Workload::RecoveryNoWal,
         }
     }
-    /// The operations acknowledged in the fixture the workload starts from.
-    fn acked_before(self) -> Option<u64> {
-        (self == Workload::Recovery).then(|| Workload::Compaction.split().0 - 1)
+    fn recovers(self) -> bool {
+        matches!(self, Workload::Recovery | Workload::RecoveryNoWal)
     }
     /// Operations before the calls are counted, and in all.
     fn split(self) -> (u64, u64) {
         match self {
             Workload::Rotation => (5, 45),
+            Workload::RecoveryNoWal => (45, 45),
             Workload::Compaction | Workload::Recovery => (150, 156),
         }
     }
     fn keys(self) -> u32 {
         match self {
-            Workload::Rotation => 16,
+            Workload::Rotation | Workload::RecoveryNoWal => 16,
             Workload::Compaction | Workload::Recovery => 30,
         }
     }
     fn op(self, i: u64) -> WOp {
-        // Recovery continues the fixture Compaction made.
+        // A recovery continues the fixture another workload made.
         let seed = match self {
             Workload::Recovery => Workload::Compaction.code(),
+            Workload::RecoveryNoWal => Workload::Rotation.code(),
             w => w.code(),
+        };
+        let this = match self {
+            Workload::RecoveryNoWal => Workload::Rotation,
+            w => w,
         };
         let mut rng = Rng::new(mix(0x5eed_0000 + seed, i));
         let idx = u32::try_from(rng.below(u64::from(self.keys()))).unwrap_or(0);
-        if self == Workload::Rotation && i == 30 {
+        if this == Workload::Rotation && i == 30 {
             return WOp::Put(idx, rng.bytes(5000));
         }
         if i % 6 == 5 {
@@ -1437,7 +1448,7 @@ fn steps_child(dir: &Path, args: &[u64]) -> ! {
         }
     };
     let (setup, all) = workload.split();
-    if workload == Workload::Recovery {
+    if workload.recovers() {
         state.armed.store(true, Ordering::SeqCst);
         let (db, _) = Engine::open(dir, opts).unwrap();
         say("OPENED");
@@ -1488,6 +1499,19 @@ fn required(workload: Workload) -> &'static [&'static str] {
             "sync hint.tmp",
             "rename hint.tmp",
         ],
+        Workload::RecoveryNoWal => &[
+            "remove_file spare",
+            // cutting the sealed segment's unused tail
+            "open_append seg",
+            "set_len seg",
+            "sync seg",
+            // creating wal.log
+            "open_append wal",
+            "write wal",
+            "allocate wal",
+            "sync wal",
+            "sync_dir dir",
+        ],
         Workload::Recovery => &[
             // rolling the compaction forward
             "remove_file seg",
@@ -1518,8 +1542,16 @@ fn required(workload: Workload) -> &'static [&'static str] {
     }
 }
 
-/// Every run starts from a copy of `fixture` (or an empty directory).
-fn kill_at_each_step(test: &str, workload: Workload, sync_code: u64, fixture: Option<&Path>) {
+/// Every run starts from a copy of `fixture` (or an empty directory), whose
+/// operations up to `acked_before` were acknowledged.
+fn kill_at_each_step(
+    test: &str,
+    workload: Workload,
+    sync_code: u64,
+    fixture: Option<(&Path, u64)>,
+) {
+    let acked_before = fixture.map(|(_, a)| a);
+    let fixture = fixture.map(|(f, _)| f);
     let code = workload.code();
     let fresh = || {
         let d = mem_tempdir();
@@ -1598,10 +1630,7 @@ fn kill_at_each_step(test: &str, workload: Workload, sync_code: u64, fixture: Op
                 &db,
                 &mut model,
                 0,
-                run.last_acks()
-                    .get(&0)
-                    .copied()
-                    .max(workload.acked_before()),
+                run.last_acks().get(&0).copied().max(acked_before),
                 |i| workload.op(i),
                 &context,
             );
@@ -1690,7 +1719,32 @@ fn recovery_killed_at_each_fs_step() {
     let wal = fixture.path().join("wal.log");
     overwrite(&wal, data_len(&wal), &nonzero_garbage(9, 100));
     std::fs::write(fixture.path().join("00000000ffff0000.wal.tmp"), [1u8; 64]).unwrap();
-    kill_at_each_step(TEST, Workload::Recovery, 0, Some(fixture.path()));
+    let acked = Workload::Compaction.split().0 - 1;
+    kill_at_each_step(TEST, Workload::Recovery, 0, Some((fixture.path(), acked)));
+
+    // A rotation killed between its renames.
+    let fixture = mem_tempdir();
+    let run = run_child_env(
+        TEST,
+        "steps",
+        fixture.path(),
+        &[Workload::Rotation.code(), 0],
+        KillWhen::Never,
+        &[(TARGET_ENV, "rename spare 1")],
+    );
+    assert!(run.killed(), "fixture child: {:?}", run.status);
+    let files = names(fixture.path());
+    assert!(
+        !files.iter().any(|f| f == "wal.log") && files.iter().any(|f| f.ends_with(".wal.tmp")),
+        "{files:?}"
+    );
+    let acked = run.last_acks().get(&0).copied().unwrap();
+    kill_at_each_step(
+        TEST,
+        Workload::RecoveryNoWal,
+        0,
+        Some((fixture.path(), acked)),
+    );
 }
 
 #[test]
