@@ -7,6 +7,7 @@ mod compaction;
 mod compaction_steps;
 mod concurrency;
 mod crash;
+mod crash_wal;
 mod faults;
 mod model;
 mod readonly;
