@@ -141,9 +141,23 @@ pub async fn refuse(io: TcpStream, gate: &Gate) {
         "refusing connections: all {} are in use (--max-connections)",
         gate.cap()
     ));
-    // A fresh socket's send buffer takes the whole short answer at once; if
-    // it does not, the client gets the close alone, which also says "refused".
-    let _ = io.try_write(&refusal(gate.cap()));
+    // A fresh socket's send buffer takes the whole short answer; a client
+    // that does not let it in gets the close alone, which also says "refused".
+    let answer = refusal(gate.cap());
+    let write = async {
+        let mut rest = &answer[..];
+        while !rest.is_empty() {
+            if io.writable().await.is_err() {
+                return;
+            }
+            match io.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSE_DRAIN, write).await;
     let _ = shutdown_write(&io);
     // Read (and drop) what the client sends until it closes, briefly: closing
     // with unread data would reset the connection and could destroy the 503
