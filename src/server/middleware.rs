@@ -52,10 +52,9 @@ pub async fn auth(
         .and_then(|s| s.auth_token.clone());
     if let Some(token) = token
         && req.path() != "/health"
+        && !bearer_matches(req.headers().get(header::AUTHORIZATION), &token)
     {
-        if !bearer_matches(req.headers().get(header::AUTHORIZATION), &token) {
-            return Ok(req.into_response(ApiError::Unauthorized.error_response()));
-        }
+        return Ok(req.into_response(ApiError::Unauthorized.error_response()));
     }
     next.call(req)
         .await
