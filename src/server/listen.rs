@@ -68,6 +68,7 @@ pub fn build(engine: Engine, config: &ServerConfig) -> io::Result<(Server, Vec<S
                 continue;
             }
         };
+        widen_backlog(&lst);
         lst.set_nonblocking(true)?;
         let local = lst.local_addr()?;
         addrs.push(local);
@@ -98,6 +99,24 @@ pub fn build(engine: Engine, config: &ServerConfig) -> io::Result<(Server, Vec<S
     }
     Ok((builder.run(), addrs))
 }
+
+/// Pending connections the kernel queues for accept, as `HttpServer` has it
+/// (std listens with 128): a burst of clients waits instead of being dropped.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+const BACKLOG: i32 = 1024;
+
+/// Raises `lst`'s accept queue to [`BACKLOG`]: on Linux a second listen(2)
+/// on a listening socket only changes its backlog.
+#[cfg(target_os = "linux")]
+fn widen_backlog(lst: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a descriptor `lst` owns and keeps open; a failure
+    // leaves the old backlog, which still works.
+    let _ = unsafe { libc::listen(lst.as_raw_fd(), BACKLOG) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn widen_backlog(_lst: &std::net::TcpListener) {}
 
 /// The service run on every accepted stream: `inner` for a stream the gate
 /// admits (its place held until the connection ends), a 503 otherwise.
