@@ -6,6 +6,8 @@
 //! segment_bytes = "64MiB"      # sizes and durations take units
 //! sync = "periodic"
 //! sync_interval_ms = "500ms"
+//! body_idle_timeout = "10s"    # every serve flag is a key, limits included
+//! max_connections = 4000
 //!
 //! [client]                     # get, put, delete, list, batch, stats, shell
 //! url = "http://127.0.0.1:9000"

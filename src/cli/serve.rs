@@ -43,6 +43,23 @@ pub struct ServeArgs {
     /// Most operations in one batch.
     #[arg(long, default_value_t = 10_000)]
     pub max_batch_ops: usize,
+    /// Bytes all request bodies being received may hold together; past it
+    /// requests get 503 (`256MiB`; plain numbers are bytes; at least --max-body-bytes).
+    #[arg(long, default_value = "256MiB", value_parser = units::size_usize)]
+    pub max_inflight_body_bytes: usize,
+    /// Longest a request body may take to arrive in full before 408 (`30s`, `500ms`; plain numbers are seconds).
+    #[arg(long, default_value = "30s", value_parser = units::seconds)]
+    pub body_timeout: Duration,
+    /// Longest a request body may go without sending anything before 408 (`10s`; plain numbers are seconds).
+    #[arg(long, default_value = "10s", value_parser = units::seconds)]
+    pub body_idle_timeout: Duration,
+    /// Longest wait for a request's headers before 408 (`5s`; plain numbers are seconds).
+    #[arg(long, default_value = "5s", value_parser = units::seconds)]
+    pub head_timeout: Duration,
+    /// Most connections open at once; more are answered 503 and closed
+    /// (0: the open-file limit, ulimit -n, less 256 for data files).
+    #[arg(long, default_value_t = 0)]
+    pub max_connections: usize,
     /// Bearer token required on every route but /health.
     #[arg(long, env = "KVSTORE_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
@@ -81,6 +98,26 @@ impl ServeArgs {
         if self.workers == Some(0) {
             return Err(invalid("--workers", "must be positive"));
         }
+        if self.max_inflight_body_bytes < self.max_body_bytes {
+            return Err(invalid(
+                "--max-inflight-body-bytes",
+                "must be at least --max-body-bytes (else a body the limit allows could never be read)",
+            ));
+        }
+        for (flag, d) in [
+            ("--body-timeout", self.body_timeout),
+            ("--body-idle-timeout", self.body_idle_timeout),
+            ("--head-timeout", self.head_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(flag, "must be positive"));
+            }
+        }
+        let max_connections = server::conn::resolve_cap(
+            Some(self.max_connections).filter(|&n| n > 0),
+            server::conn::fd_limit(),
+        )
+        .map_err(|reason| invalid("--max-connections", &reason))?;
         let fsync = Arc::new(FsyncObserver::default());
         let opts = Options {
             sync,
@@ -103,7 +140,11 @@ impl ServeArgs {
             port: self.port,
             workers: self.workers.unwrap_or(defaults.workers),
             max_body_bytes: self.max_body_bytes,
-            max_key_bytes: self.max_key_bytes,
+            max_inflight_body_bytes: self.max_inflight_body_bytes,
+            body_timeout: self.body_timeout,
+            body_idle_timeout: self.body_idle_timeout,
+            head_timeout: self.head_timeout,
+            max_connections: Some(max_connections),
             max_batch_ops: self.max_batch_ops,
             auth_token: self.auth_token.clone().filter(|t| !t.is_empty()),
             fsync: Some(fsync),
@@ -131,8 +172,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
                 server::build(engine, &config).map_err(|source| CliError::Bind { addr, source })?;
             for a in &addrs {
                 tracing::info!(
-                    "listening on http://{a} (sync {:?}, auth {})",
+                    "listening on http://{a} (sync {:?}, at most {} connections, auth {})",
                     args.sync,
+                    config.max_connections.unwrap_or_default(),
                     if config.auth_token.is_some() {
                         "on"
                     } else {

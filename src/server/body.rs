@@ -4,7 +4,8 @@
 //!   present non-JSON `Content-Type` (415; an absent one is accepted, as
 //!   clients of the original specification send JSON without it), refuses a
 //!   body over the configured limit (413) before and while reading it, and
-//!   checks the body is UTF-8. Parsing into a shape is the handler's.
+//!   checks the body is UTF-8. Parsing into a shape is the handler's. The
+//!   body is read under the deadlines and the budget of [`super::intake`].
 //! - [`Out`]: response bodies written by splicing stored value bytes between
 //!   escaped keys, so a value is never parsed or re-serialized.
 
@@ -13,24 +14,28 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::web::{Bytes, BytesMut, Data};
+use actix_web::web::{Bytes, Data};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::error::{ApiError, BodyProblem};
+use super::intake::Held;
 use super::state::AppState;
 
 /// A request body that is allowed to be parsed as JSON: within the size limit,
-/// UTF-8, and sent as JSON (or with no content type).
+/// UTF-8, and sent as JSON (or with no content type). It holds its share of
+/// the in-flight body budget ([`super::intake`]) until dropped.
 #[derive(Debug)]
-pub struct JsonBody(Bytes);
+pub struct JsonBody {
+    bytes: Bytes,
+    _budget: Held,
+}
 
 impl JsonBody {
     /// The body as text.
     pub fn text(&self) -> Result<&str, ApiError> {
-        std::str::from_utf8(&self.0).map_err(|e| ApiError::InvalidJson(e.to_string()))
+        std::str::from_utf8(&self.bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
     }
 }
 
@@ -39,30 +44,25 @@ impl FromRequest for JsonBody {
     type Future = Pin<Box<dyn Future<Output = Result<JsonBody, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<Data<AppState>>()
-            .map_or(16 << 20, |s| s.limits.max_body_bytes);
+        let state = req.app_data::<Data<AppState>>().cloned();
+        let limit = state.as_ref().map_or(16 << 20, |s| s.limits.max_body_bytes);
         let checked = check_headers(req, limit);
-        let mut payload = payload.take();
+        let payload = payload.take();
         Box::pin(async move {
-            checked?;
-            let mut buf = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| match e {
-                    actix_web::error::PayloadError::Overflow => ApiError::BodyTooLarge { limit },
-                    other => ApiError::InvalidJson(format!("could not read the body: {other}")),
-                })?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(ApiError::BodyTooLarge { limit });
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok(JsonBody(buf.freeze()))
+            let declared = checked?;
+            let state = state.ok_or_else(|| ApiError::Internal("no server state".into()))?;
+            let (bytes, held) = state.intake.read(payload, limit, declared).await?;
+            Ok(JsonBody {
+                bytes,
+                _budget: held,
+            })
         })
     }
 }
 
-fn check_headers(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+/// Checks the content type and the declared length; returns the declared
+/// length (within `limit`) when there is one.
+fn check_headers(req: &HttpRequest, limit: usize) -> Result<Option<usize>, ApiError> {
     if req.headers().contains_key(header::CONTENT_TYPE) {
         let shown = || {
             req.headers()
@@ -83,10 +83,12 @@ fn check_headers(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::BodyTooLarge { limit });
+    match declared {
+        Some(n) if n > limit as u64 => Err(ApiError::BodyTooLarge { limit }),
+        // Within the limit, so within usize.
+        Some(n) => Ok(usize::try_from(n).ok()),
+        None => Ok(None),
     }
-    Ok(())
 }
 
 /// Parses `text` as a JSON object into `T`: invalid JSON → `InvalidJson`,

@@ -8,7 +8,37 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::engine;
+use std::time::Duration;
+
+use crate::engine::{self, Fault};
+
+use super::errlog;
+
+/// Which clock a request body ran out of ([`super::intake`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// The whole body did not arrive within this long.
+    Whole(Duration),
+    /// No piece of the body arrived for this long.
+    Idle(Duration),
+}
+
+impl std::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Timeout::Whole(d) => write!(
+                f,
+                "request body not received in full within {} s",
+                d.as_secs_f64()
+            ),
+            Timeout::Idle(d) => write!(
+                f,
+                "request body stalled: nothing received for {} s",
+                d.as_secs_f64()
+            ),
+        }
+    }
+}
 
 /// What is wrong with a key taken from a path or a batch operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,8 +198,15 @@ pub enum ApiError {
     /// Auth is on and the bearer token is missing or wrong.
     #[error("missing or invalid bearer token")]
     Unauthorized,
-    /// The engine refused or failed.
+    /// The body did not arrive in time; the connection is closed.
     #[error("{0}")]
+    BodyTimeout(Timeout),
+    /// The server is at a limit that protects it (the in-flight body budget).
+    #[error("{0}")]
+    Busy(String),
+    /// The engine refused or failed. Its message is sent without the data
+    /// directory's paths ([`engine_message`]); the log has them.
+    #[error("{}", engine_message(.0))]
     Engine(#[from] engine::Error),
     /// A failure outside the engine (a blocking task that died, ...).
     #[error("internal error: {0}")]
@@ -201,6 +238,8 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Engine(e) => engine_status(e),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -209,16 +248,90 @@ impl ApiError {
     }
 }
 
-/// Engine errors: caller input → 400 (too large → 413), closed or read-only →
-/// 503, anything else → 500.
+/// Engine errors: caller input → 400 (too large → 413), a full disk → 507,
+/// closed, read-only or any other I/O failure → 503, anything else (a corrupt
+/// record, ...) → 500.
 fn engine_status(e: &engine::Error) -> StatusCode {
     use engine::Error as E;
     match e {
         E::ValueTooLarge { .. } | E::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         e if e.is_invalid_input() => StatusCode::BAD_REQUEST,
-        E::ReadOnly { .. } | E::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        e if is_disk_full(e) => StatusCode::INSUFFICIENT_STORAGE,
+        E::ReadOnly { .. } | E::Closed | E::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// A full disk, latched or not (the engine's own test, plus an I/O error
+/// whose OS code is ENOSPC but whose kind is not `StorageFull`).
+fn is_disk_full(e: &engine::Error) -> bool {
+    e.is_disk_full()
+        || matches!(e, engine::Error::Io { source, .. } if source.raw_os_error() == Some(ENOSPC))
+}
+
+/// ENOSPC on Linux and the BSDs.
+const ENOSPC: i32 = 28;
+
+/// The sentence a client gets for an engine error: what failed, never where.
+/// Paths of the data directory tell a client about the server's file system
+/// and nothing it can act on; the server log keeps the full error.
+pub fn engine_message(e: &engine::Error) -> String {
+    use engine::Error as E;
+    if is_disk_full(e) {
+        return "no space left on device: writes are refused until space is freed \
+                (and the server restarted if the store went read-only)"
+            .into();
+    }
+    match e {
+        E::Io { action, source, .. } => format!("I/O error while {action}: {source}"),
+        E::ReadOnly { cause } => format!(
+            "store is read-only after a fault ({}); restart the server to recover",
+            fault_message(cause)
+        ),
+        E::Locked { .. } => "data directory is locked by another engine".into(),
+        E::Format { reason, .. } => format!("a data file has an unsupported format: {reason}"),
+        E::ReadOnlyOpen { refused, .. } => {
+            format!("store is open read-only; {refused} needs a read-write open")
+        }
+        E::Legacy { line, reason, .. } => {
+            format!("cannot migrate the legacy log (line {line}): {reason}")
+        }
+        E::LegacyWithoutDecoder { .. } => "the log is in the legacy format".into(),
+        // Variants without paths say nothing a client must not see.
+        other => scrub(&other.to_string()),
+    }
+}
+
+/// A fault's cause without paths.
+pub fn fault_message(cause: &Fault) -> String {
+    if cause.is_disk_full() {
+        return "no space left on device".into();
+    }
+    match cause {
+        Fault::Io {
+            action, message, ..
+        } => format!("{action} failed: {message}"),
+        Fault::Panic { place, .. } => format!("a panic in {place}"),
+        Fault::Removed { .. } => {
+            "the write-ahead log was removed while open (was the data directory deleted?)".into()
+        }
+        other => scrub(&other.to_string()),
+    }
+}
+
+/// `text` with every word that looks like a file path (holds a slash or a
+/// backslash) replaced by `<path>`: the safety net for messages built elsewhere.
+fn scrub(text: &str) -> String {
+    text.split(' ')
+        .map(|w| {
+            if w.contains('/') || w.contains('\\') {
+                "<path>"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl ResponseError for ApiError {
@@ -228,15 +341,82 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), error = %self, "request failed");
+        if status.is_server_error() && !matches!(self, ApiError::Busy(_)) {
+            // The log gets the whole error (paths included), once per interval.
+            let full = match self {
+                ApiError::Engine(e) => e.to_string(),
+                other => other.to_string(),
+            };
+            errlog::error(status.as_u16(), &format!("request failed: {full}"));
         }
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         let mut res = HttpResponse::build(status);
         res.insert_header((header::CONTENT_TYPE, "application/json"));
-        if matches!(self, ApiError::Unauthorized) {
-            res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::Busy(_) => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+            }
+            // The rest of a late body may still come: the connection cannot
+            // carry another request.
+            ApiError::BodyTimeout(_) => {
+                res.insert_header((header::CONNECTION, "close"));
+            }
+            _ => {}
         }
         res.body(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn io_error(raw: i32) -> engine::Error {
+        engine::Error::Io {
+            action: "writing",
+            path: PathBuf::from("/srv/secret-data/wal.log"),
+            source: io::Error::from_raw_os_error(raw),
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_507_and_other_io_faults_503_without_paths() {
+        let full = ApiError::Engine(io_error(ENOSPC));
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(full.to_string().starts_with("no space left on device"));
+        let latched = ApiError::Engine(engine::Error::ReadOnly {
+            cause: Fault::of(&io_error(5)),
+        });
+        assert_eq!(latched.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let eio = ApiError::Engine(io_error(5));
+        assert_eq!(eio.status(), StatusCode::SERVICE_UNAVAILABLE);
+        for e in [full, latched, eio] {
+            let text = e.to_string();
+            assert!(!text.contains("secret-data"), "{text}");
+            assert!(!text.contains("/srv"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_latched_full_disk_is_507() {
+        let e = ApiError::Engine(engine::Error::ReadOnly {
+            cause: Fault::of(&io_error(ENOSPC)),
+        });
+        assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(e.to_string().contains("no space left on device"));
+    }
+
+    #[test]
+    fn words_that_look_like_paths_are_scrubbed() {
+        assert_eq!(
+            scrub("cannot open /var/lib/kv/00001.seg now"),
+            "cannot open <path> now"
+        );
     }
 }

@@ -52,19 +52,30 @@ pub async fn auth(
         .and_then(|s| s.auth_token.clone());
     if let Some(token) = token
         && req.path() != "/health"
+        && !bearer_matches(req.headers().get(header::AUTHORIZATION), &token)
     {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .unwrap_or_default();
-        if !bool::from(given.ct_eq(token.as_bytes())) {
-            return Ok(req.into_response(ApiError::Unauthorized.error_response()));
-        }
+        return Ok(req.into_response(ApiError::Unauthorized.error_response()));
     }
     next.call(req)
         .await
         .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// Whether an `Authorization` header carries `token` with the `Bearer`
+/// scheme. The scheme name is case-insensitive (RFC 9110 §11.1), so `bearer`
+/// and `BEARER` work too; the token itself is compared exactly, in constant time.
+pub fn bearer_matches(value: Option<&header::HeaderValue>, token: &str) -> bool {
+    let Some(value) = value else { return false };
+    let bytes = value.as_bytes();
+    let Some(space) = bytes.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, rest) = bytes.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return false;
+    }
+    let given = rest.trim_ascii();
+    bool::from(given.ct_eq(token.as_bytes()))
 }
 
 /// Gives every error response the API's JSON body.

@@ -3,7 +3,9 @@
 //! [`engine`](crate::engine): the current API and the two older ones it serves
 //! beside it on the same keys (`/store`, the body-keyed `/kv`).
 //!
-//! - [`build`] binds an actix `HttpServer` running [`app`] on every worker;
+//! - [`build`] binds the server ([`listen`]: actix's HTTP/1 service over
+//!   actix-server, with the connection cap of [`conn`] and the
+//!   `Expect: 100-continue` check) running [`app`] on every worker;
 //! - [`app`] is the whole application (routes + middleware), shared by
 //!   `build` and the in-process tests; [`routes::configure`] mounts the routes
 //!   of one table, [`routes::table`], which the tests hold against the OpenAPI
@@ -15,25 +17,28 @@
 //!   fsync and concurrent requests share one (group commit).
 
 pub mod body;
+pub mod conn;
+pub mod errlog;
 pub mod error;
+pub mod intake;
 pub mod key;
+pub mod listen;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;
 pub mod state;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_web::App;
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::web::Data;
-use actix_web::{App, HttpServer};
-
-use crate::engine::Engine;
 
 pub use error::ApiError;
+pub use listen::build;
 pub use metrics::FsyncObserver;
 pub use routes::configure;
 pub use state::AppState;
@@ -51,10 +56,21 @@ pub struct ServerConfig {
     pub port: u16,
     /// actix worker threads (default: number of cores).
     pub workers: usize,
-    /// Largest request body accepted (default 16 MiB).
+    /// Largest request body accepted (default 16 MiB). The largest key is
+    /// the engine's `Options::max_key_bytes`.
     pub max_body_bytes: usize,
-    /// Largest key accepted (default 1024).
-    pub max_key_bytes: usize,
+    /// Bytes all request bodies being read may hold together (default 256
+    /// MiB; never below `max_body_bytes`). Past it a request gets 503.
+    pub max_inflight_body_bytes: usize,
+    /// Longest a request body may take to arrive in full (default 30 s); past it, 408.
+    pub body_timeout: Duration,
+    /// Longest a request body may go without sending anything (default 10 s); past it, 408.
+    pub body_idle_timeout: Duration,
+    /// Most connections open at once; more are answered 503 and closed.
+    /// `None`: the open-file limit less [`conn::FD_HEADROOM`].
+    pub max_connections: Option<usize>,
+    /// Longest wait for a request's headers (default 5 s); past it, 408.
+    pub head_timeout: Duration,
     /// Most operations in one batch (default 10,000).
     pub max_batch_ops: usize,
     /// When set, every route but /health needs `Authorization: Bearer <token>`.
@@ -71,7 +87,11 @@ impl Default for ServerConfig {
             port: 8080,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_body_bytes: 16 << 20,
-            max_key_bytes: 1024,
+            max_inflight_body_bytes: 256 << 20,
+            body_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(10),
+            max_connections: None,
+            head_timeout: Duration::from_secs(5),
             max_batch_ops: 10_000,
             auth_token: None,
             fsync: None,
@@ -99,26 +119,9 @@ pub fn app(
         .wrap(from_fn(middleware::track))
 }
 
-/// Binds the server and returns it (not yet running: `.await` it) with the
-/// addresses it is bound to. The server stops on SIGTERM/SIGINT after finishing
-/// in-flight requests; the caller then closes the engine.
-pub fn build(
-    engine: Engine,
-    config: &ServerConfig,
-) -> std::io::Result<(actix_web::dev::Server, Vec<SocketAddr>)> {
-    let state = Data::new(AppState::new(engine, config));
-    let server = HttpServer::new(move || app(state.clone()))
-        .workers(config.workers.max(1))
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        .shutdown_signal(stop_signal())
-        .bind((config.host.as_str(), config.port))?;
-    let addrs = server.addrs();
-    Ok((server.run(), addrs))
-}
-
 /// Resolves on the first SIGTERM or SIGINT: both stop the server gracefully
 /// (actix's own handling would drop in-flight requests on SIGINT).
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

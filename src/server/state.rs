@@ -7,16 +7,17 @@ use std::time::Instant;
 use crate::engine::{Engine, Expiry};
 
 use super::ServerConfig;
+use super::intake::{BodyLimits, Intake};
 use super::metrics::Metrics;
 use super::routes::store::KeyLocks;
 
-/// Request limits, from [`ServerConfig`].
+/// Request limits of the server's own, from [`ServerConfig`]. Limits the
+/// engine enforces (the key size) are read from its options
+/// ([`AppState::max_key_bytes`]), so the two can never disagree.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
-    /// Largest key, in bytes.
-    pub max_key_bytes: usize,
     /// Most operations in one batch.
     pub max_batch_ops: usize,
 }
@@ -34,6 +35,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The per-key locks of `/store`'s check-then-write (see [`KeyLocks`]).
     pub key_locks: KeyLocks,
+    /// The budget and clocks request bodies are read under.
+    pub intake: Intake,
     started: Instant,
     operations: AtomicU64,
 }
@@ -45,15 +48,27 @@ impl AppState {
             engine,
             limits: Limits {
                 max_body_bytes: config.max_body_bytes,
-                max_key_bytes: config.max_key_bytes,
                 max_batch_ops: config.max_batch_ops,
             },
+            intake: Intake::new(
+                config.max_inflight_body_bytes,
+                config.max_body_bytes,
+                BodyLimits {
+                    whole: config.body_timeout,
+                    idle: config.body_idle_timeout,
+                },
+            ),
             auth_token: config.auth_token.clone().filter(|t| !t.is_empty()),
             metrics: Metrics::new(config.fsync.clone()),
             key_locks: KeyLocks::default(),
             started: Instant::now(),
             operations: AtomicU64::new(0),
         }
+    }
+
+    /// Largest key, in bytes: the engine's own limit.
+    pub fn max_key_bytes(&self) -> usize {
+        self.engine.options().max_key_bytes
     }
 
     /// Counts `n` key operations served (for `total_operations`).

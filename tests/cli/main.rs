@@ -9,6 +9,7 @@ mod client_support;
 mod config;
 mod crash;
 mod group_commit;
+mod hostile;
 mod legacy;
 mod lifecycle;
 mod offline;

@@ -1,9 +1,10 @@
 //! docs/API.md "General rules" on keys: the path segment after `/kv/`,
 //! percent-decoded, `%2F` part of the key, 1..=1024 bytes of UTF-8.
 
+use kvstore::engine::{Options, SyncMode};
 use kvstore::server::ServerConfig;
 
-use crate::common::{start, start_with};
+use crate::common::{start, start_on};
 
 #[actix_web::test]
 async fn an_encoded_slash_is_part_of_the_key() {
@@ -82,10 +83,15 @@ async fn a_key_over_the_limit_is_400_and_stores_nothing() {
 
 #[actix_web::test]
 async fn the_key_limit_is_configurable() {
-    let s = start_with(ServerConfig {
-        max_key_bytes: 4,
-        ..ServerConfig::default()
-    })
+    // The key limit is the engine's: the server reads it from its options.
+    let s = start_on(
+        ServerConfig::default(),
+        Options {
+            max_key_bytes: 4,
+            sync: SyncMode::Never,
+            ..Options::default()
+        },
+    )
     .await;
     s.set("abcd", "1").await;
     s.put("/kv/abcde", r#"{"value": 1}"#)

@@ -10,6 +10,7 @@ mod common;
 mod delete;
 mod errors;
 mod get;
+mod hardening;
 mod keys;
 mod list;
 mod openapi;

@@ -6,7 +6,7 @@ use actix_web::test::TestRequest;
 use kvstore::engine::{Options, SyncMode};
 use kvstore::server::ServerConfig;
 
-use crate::common::{start, start_on, start_with};
+use crate::common::{start, start_on};
 
 #[actix_web::test]
 async fn post_creates_a_key_with_201_and_the_current_api_reads_it() {
@@ -252,10 +252,15 @@ async fn bodies_of_the_wrong_shape_are_400_and_store_nothing() {
 
 #[actix_web::test]
 async fn a_key_over_the_limit_is_400() {
-    let s = start_with(ServerConfig {
-        max_key_bytes: 4,
-        ..ServerConfig::default()
-    })
+    // The key limit is the engine's: the server reads it from its options.
+    let s = start_on(
+        ServerConfig::default(),
+        Options {
+            max_key_bytes: 4,
+            sync: SyncMode::Never,
+            ..Options::default()
+        },
+    )
     .await;
     let msg = s
         .post("/store", r#"{"key": "12345", "value": 1}"#)

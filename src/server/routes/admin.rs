@@ -4,7 +4,7 @@
 use actix_web::HttpResponse;
 use actix_web::web::{self, Data};
 
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, fault_message};
 use crate::server::state::AppState;
 
 /// `GET /stats`: the union of both specification variants plus engine figures, O(1).
@@ -31,11 +31,24 @@ pub async fn stats(state: Data<AppState>) -> HttpResponse {
         .body(body.to_string())
 }
 
-/// `GET /health` → `{"status": "ok"}`, never behind auth.
-pub async fn health() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(r#"{"status":"ok"}"#)
+/// `GET /health` → `{"status": "ok"}`, never behind auth; once a fault has
+/// latched the engine read-only, 503 `{"status": "read-only", "error": <cause>}`
+/// (the cause without paths), so a load balancer stops sending it writes.
+pub async fn health(state: Data<AppState>) -> HttpResponse {
+    match state.engine.fault() {
+        None => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(r#"{"status":"ok"}"#),
+        Some(cause) => {
+            let body = serde_json::json!({
+                "status": "read-only",
+                "error": fault_message(&cause),
+            });
+            HttpResponse::ServiceUnavailable()
+                .content_type("application/json")
+                .body(body.to_string())
+        }
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.

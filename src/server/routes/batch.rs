@@ -86,7 +86,7 @@ fn add_op(state: &AppState, batch: &mut Batch, raw: &RawValue) -> Result<(), OpP
     let key_raw = op.key.ok_or(OpProblem::MissingKey)?;
     let key: String =
         serde_json::from_str(key_raw.get()).map_err(|_| OpProblem::Key(KeyProblem::NotString))?;
-    key::check(&key, state.limits.max_key_bytes).map_err(OpProblem::Key)?;
+    key::check(&key, state.max_key_bytes()).map_err(OpProblem::Key)?;
     match name {
         "set" => {
             let value = minify(op.value.ok_or(OpProblem::MissingValue)?.get());

@@ -20,7 +20,7 @@ use crate::server::state::AppState;
 
 /// `GET /kv?key=K` → as `GET /kv/K`; without `key`, the listing of `GET /kv`.
 pub async fn get(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match query_key(&req, state.limits.max_key_bytes)? {
+    match query_key(&req, state.max_key_bytes())? {
         Some(key) => kv::read(&state, &key),
         None => list::list(req, state).await,
     }
@@ -29,7 +29,7 @@ pub async fn get(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse
 /// `PUT /kv` with `{"key": k, "value": v, "ttl": s?}` → as `PUT /kv/k`.
 pub async fn put(state: Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let parsed: WriteBody<'_> = parse_object(body.text()?, BodyProblem::KeyedNotObject)?;
-    let key = body_key(&parsed, state.limits.max_key_bytes)?;
+    let key = body_key(&parsed, state.max_key_bytes())?;
     let (value, ttl) = parsed.value_and_ttl()?;
     let prior = kv::write(&state, &key, &value, ttl).await?;
     Ok(kv::written_with_created(&key, &value, prior))
@@ -38,7 +38,7 @@ pub async fn put(state: Data<AppState>, body: JsonBody) -> Result<HttpResponse, 
 /// `DELETE /kv` with `{"key": k}` → as `DELETE /kv/k`.
 pub async fn delete(state: Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
     let parsed: WriteBody<'_> = parse_object(body.text()?, BodyProblem::DeleteNotObject)?;
-    let key = body_key(&parsed, state.limits.max_key_bytes)?;
+    let key = body_key(&parsed, state.max_key_bytes())?;
     kv::remove(&state, &key).await
 }
 

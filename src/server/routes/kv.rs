@@ -17,7 +17,7 @@ use crate::server::state::AppState;
 
 /// `GET /kv/{key}` → `{"key": k, "value": v}` or 404.
 pub async fn get(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let key = key::from_path(&req, state.limits.max_key_bytes)?;
+    let key = key::from_path(&req, state.max_key_bytes())?;
     read(&state, &key)
 }
 
@@ -27,7 +27,7 @@ pub async fn put(
     state: Data<AppState>,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let key = key::from_path(&req, state.limits.max_key_bytes)?;
+    let key = key::from_path(&req, state.max_key_bytes())?;
     let parsed: WriteBody<'_> = parse_object(body.text()?, BodyProblem::PutNotObject)?;
     let (value, ttl) = parsed.value_and_ttl()?;
     let prior = write(&state, &key, &value, ttl).await?;
@@ -36,7 +36,7 @@ pub async fn put(
 
 /// `DELETE /kv/{key}` → `{"success": true, "deleted": true}` or 404.
 pub async fn delete(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let key = key::from_path(&req, state.limits.max_key_bytes)?;
+    let key = key::from_path(&req, state.max_key_bytes())?;
     remove(&state, &key).await
 }
 

@@ -15,7 +15,10 @@ pub mod list;
 pub mod openapi;
 pub mod store;
 
-use actix_web::http::Method;
+use std::sync::OnceLock;
+
+use actix_web::dev::ResourceDef;
+use actix_web::http::{Method, header};
 use actix_web::{
     FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, ResponseError, Route,
     guard, web,
@@ -24,9 +27,13 @@ use actix_web::{
 use super::error::ApiError;
 
 /// One mounted path: its pattern as actix matches it and its handlers.
+/// A path with `GET` also answers `HEAD` with the same handler (actix's
+/// HTTP/1 encoder then sends the head of the `GET` response and no body);
+/// `HEAD` is not listed in [`Mount::methods`], as OpenAPI leaves it implied.
 pub struct Mount {
     pattern: &'static str,
     routes: Vec<(Method, Route)>,
+    head: Option<Route>,
     falls_through: bool,
 }
 
@@ -35,6 +42,7 @@ impl Mount {
         Mount {
             pattern,
             routes: Vec::new(),
+            head: None,
             falls_through: false,
         }
     }
@@ -45,6 +53,9 @@ impl Mount {
         Args: FromRequest + 'static,
         F::Output: Responder + 'static,
     {
+        if method == Method::GET {
+            self.head = Some(web::route().method(Method::HEAD).to(handler.clone()));
+        }
         let route = web::route().method(method.clone()).to(handler);
         self.routes.push((method, route));
         self
@@ -79,10 +90,19 @@ impl Mount {
         self.routes.iter().map(|(m, _)| m.clone()).collect()
     }
 
+    /// The methods this path answers, `HEAD` included where `GET` is.
+    pub fn allowed(&self) -> Vec<Method> {
+        let mut methods = self.methods();
+        if self.head.is_some() {
+            methods.push(Method::HEAD);
+        }
+        methods
+    }
+
     fn into_resource(self) -> Resource {
         let mut resource = web::resource(self.pattern);
         if self.falls_through {
-            let methods = self.methods();
+            let methods = self.allowed();
             resource = resource.guard(guard::fn_guard(move |ctx| {
                 methods.contains(&ctx.head().method)
             }));
@@ -91,6 +111,9 @@ impl Mount {
         }
         for (_, route) in self.routes {
             resource = resource.route(route);
+        }
+        if let Some(head) = self.head {
+            resource = resource.route(head);
         }
         resource
     }
@@ -134,12 +157,45 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.default_service(web::to(no_route));
 }
 
+/// 405, with `Allow` naming every method some mounted pattern matching the
+/// path answers (`/kv/batch` takes `POST` itself and the rest as a key).
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::MethodNotAllowed {
+    let mut res = ApiError::MethodNotAllowed {
         method: req.method().to_string(),
         path: req.path().to_string(),
     }
-    .error_response()
+    .error_response();
+    if let Ok(value) = header::HeaderValue::from_str(&allow(req.path())) {
+        res.headers_mut().insert(header::ALLOW, value);
+    }
+    res
+}
+
+/// The `Allow` value for `path`: methods of every pattern matching it, in
+/// table order.
+pub fn allow(path: &str) -> String {
+    static PATTERNS: OnceLock<Vec<(ResourceDef, Vec<Method>)>> = OnceLock::new();
+    let patterns = PATTERNS.get_or_init(|| {
+        table()
+            .iter()
+            .map(|m| (ResourceDef::new(m.pattern), m.allowed()))
+            .collect()
+    });
+    let mut methods: Vec<&Method> = Vec::new();
+    for (def, allowed) in patterns {
+        if def.is_match(path) {
+            for m in allowed {
+                if !methods.contains(&m) {
+                    methods.push(m);
+                }
+            }
+        }
+    }
+    methods
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn no_route(req: HttpRequest) -> HttpResponse {

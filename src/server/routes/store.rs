@@ -69,7 +69,7 @@ async fn conditional_write(
     expect: Expect,
 ) -> Result<HttpResponse, ApiError> {
     let parsed: WriteBody<'_> = parse_object(body.text()?, BodyProblem::KeyedNotObject)?;
-    let key = body_key(&parsed, state.limits.max_key_bytes)?;
+    let key = body_key(&parsed, state.max_key_bytes())?;
     let (value, ttl) = parsed.value_and_ttl()?;
     let _locked = state.key_locks.lock(key.as_bytes()).await;
     let live = state.engine.get(key.as_bytes())?.is_some();
@@ -96,7 +96,7 @@ async fn conditional_write(
 
 /// The `key` query parameter `GET` and `DELETE /store` need.
 fn required_key(req: &HttpRequest, state: &AppState) -> Result<String, ApiError> {
-    query_key(req, state.limits.max_key_bytes)?.ok_or(ApiError::MissingQuery {
+    query_key(req, state.max_key_bytes())?.ok_or(ApiError::MissingQuery {
         name: "key",
         example: "/store?key=<key>",
     })
