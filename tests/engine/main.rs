@@ -9,6 +9,7 @@ mod concurrency;
 mod crash;
 mod faults;
 mod model;
+mod power_loss;
 mod readonly;
 mod recovery;
 mod support;
