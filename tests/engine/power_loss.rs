@@ -345,6 +345,15 @@ impl Run<'_> {
         self.tally.power_losses += 1;
         self.tally.add(&report);
         let ctx = format!("round {} (seed {seed}, {report:?})", self.round);
+        if let Some(to) = std::env::var_os("KVSTORE_POWER_LOSS_KEEP") {
+            // Debugging: the restored directory as recovery will find it.
+            let to = Path::new(&to).join(format!("{}-round-{}", self.case.seed, self.round));
+            let _ = std::fs::create_dir_all(&to);
+            for e in std::fs::read_dir(self.dir).map_err(|e| e.to_string())? {
+                let e = e.map_err(|e| e.to_string())?;
+                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+            }
+        }
         let (db, _) = Engine::open(self.dir, Options::default())
             .map_err(|e| format!("{ctx}: open after power loss failed: {e}"))?;
         self.check(&db).map_err(|v| format!("{ctx}: {v}"))?;
@@ -407,7 +416,10 @@ impl Run<'_> {
             for &p in &positions {
                 let k = self.model.events[p].key;
                 let why = &explained[&k];
-                if why.iter().all(|w| w.is_some_and(|w| w >= p)) {
+                // Only the batch's own write proves it applied: a later one may
+                // have been acknowledged after the batch failed unwritten, and
+                // a delete of an absent key writes nothing to look at.
+                if why.iter().all(|w| *w == Some(p)) {
                     applied = Some(k);
                 }
                 if why.iter().all(|w| w.is_none_or(|w| w < p)) {
@@ -590,6 +602,9 @@ fn soak() {
         let case = strategy.new_tree(&mut runner).unwrap().current();
         if let Err(v) = run_case(&case, &mut tally) {
             eprintln!("VIOLATION seed {seed} (KVSTORE_POWER_LOSS_SEED={seed}): {v}");
+            if std::env::var_os("KVSTORE_POWER_LOSS_DEBUG").is_some() {
+                eprintln!("{case:#?}");
+            }
             tally.violations.push(format!("seed {seed}: {v}"));
         }
         seed = seed.wrapping_add(1);

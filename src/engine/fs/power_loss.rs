@@ -14,11 +14,13 @@
 //!   mapping that no seam sees; its stores are caught by this read. The durable
 //!   length is the length at that sync (`allocate` and `set_len` become durable
 //!   with the next sync, as with fdatasync);
-//! - **directory entries**: creations, renames and removals become durable only
-//!   at [`Fs::sync_dir`] of their directory. At power loss, a name created or
-//!   renamed there since the last directory sync vanishes (or reverts to the
-//!   file it named before), and a removed name comes back with its file's
-//!   durable image;
+//! - **directory entries**: creations, renames and removals are durable once
+//!   [`Fs::sync_dir`] of their directory returns. Of those made since, a power
+//!   loss keeps none ([`Tail::Synced`]) or, otherwise, a random prefix in the
+//!   order they were made — the ordered metadata journal of ext4 or XFS, never
+//!   a later one without an earlier one. A name lost this way vanishes (or
+//!   reverts to the file it named before), and a removal lost this way brings
+//!   the name back with its file's durable image;
 //! - **the unsynced tail**: per file, [`Tail`] chooses whether nothing written
 //!   since the last sync survives, a random prefix of it does, or such a prefix
 //!   with a random piece (up to 1 KiB) zeroed or garbled (a torn write);
@@ -131,15 +133,90 @@ struct Model {
     synced: HashMap<FileId, Vec<u8>>,
     /// Names as the running engine sees them.
     live: BTreeMap<Name, FileId>,
-    /// Names as they would be found after a power loss.
+    /// Names as they were at the last directory sync.
     durable: BTreeMap<Name, FileId>,
+    /// Per directory, the entry changes made since its last sync, in order.
+    pending: BTreeMap<PathBuf, Vec<DirOp>>,
     dirs: BTreeSet<PathBuf>,
+}
+
+/// One change to a directory's entries.
+#[derive(Debug, Clone)]
+enum DirOp {
+    /// `name` now names file `id` (a creation, or the target of a rename).
+    Link(OsString, FileId),
+    /// `name` is gone (a removal).
+    Unlink(OsString),
+    /// The first name now names the file the second named before, atomically
+    /// (a rename never leaves the file with no name, or with both).
+    Rename(OsString, OsString),
 }
 
 impl Model {
     fn new_file(&mut self) -> FileId {
         self.next_id += 1;
         self.next_id
+    }
+
+    fn link(&mut self, name: Name, id: FileId) {
+        self.pending
+            .entry(name.0.clone())
+            .or_default()
+            .push(DirOp::Link(name.1.clone(), id));
+        self.live.insert(name, id);
+    }
+
+    fn rename(&mut self, from: &Name, to: Name, id: Option<FileId>) {
+        self.live.remove(from);
+        if from.0 == to.0 {
+            self.pending
+                .entry(to.0.clone())
+                .or_default()
+                .push(DirOp::Rename(to.1.clone(), from.1.clone()));
+        } else {
+            // Across directories the two halves are made durable by the sync
+            // of each: the seam does not model their order.
+            self.pending
+                .entry(from.0.clone())
+                .or_default()
+                .push(DirOp::Unlink(from.1.clone()));
+            if let Some(id) = id {
+                self.pending
+                    .entry(to.0.clone())
+                    .or_default()
+                    .push(DirOp::Link(to.1.clone(), id));
+            }
+        }
+        if let Some(id) = id {
+            self.live.insert(to, id);
+        }
+    }
+
+    fn unlink(&mut self, name: &Name) {
+        self.pending
+            .entry(name.0.clone())
+            .or_default()
+            .push(DirOp::Unlink(name.1.clone()));
+        self.live.remove(name);
+    }
+
+    /// The names a power loss leaves: the synced ones, then of each
+    /// directory's later changes the first `keep(dir, count)`.
+    fn names_after(&self, mut keep: impl FnMut(usize) -> usize) -> BTreeMap<Name, FileId> {
+        let mut names = self.durable.clone();
+        for (dir, ops) in &self.pending {
+            for op in &ops[..keep(ops.len()).min(ops.len())] {
+                match op {
+                    DirOp::Link(n, id) => names.insert((dir.clone(), n.clone()), *id),
+                    DirOp::Unlink(n) => names.remove(&(dir.clone(), n.clone())),
+                    DirOp::Rename(to, from) => match names.remove(&(dir.clone(), from.clone())) {
+                        Some(id) => names.insert((dir.clone(), to.clone()), id),
+                        None => None,
+                    },
+                };
+            }
+        }
+        names
     }
 
     /// A file found at `name` on disk that the seam did not create: durable
@@ -321,6 +398,10 @@ impl PowerLossFs {
         let mut rng = Rng::new(seed);
         let m = self.state.model();
         let mut report = PowerLossReport::default();
+        let names = m.names_after(|n| match tail {
+            Tail::Synced => 0,
+            _ => rng.below(n + 1),
+        });
         // What each live file holds at the cut (the page cache).
         let mut current: HashMap<FileId, Vec<u8>> = HashMap::new();
         for ((dir, name), &id) in &m.live {
@@ -331,17 +412,16 @@ impl PowerLossFs {
         report.names_lost = m
             .live
             .iter()
-            .filter(|(n, id)| m.durable.get(*n) != Some(*id))
+            .filter(|(n, id)| names.get(*n) != Some(*id))
             .count();
-        report.names_revived = m
-            .durable
+        report.names_revived = names
             .iter()
             .filter(|(n, id)| m.live.get(*n) != Some(*id))
             .count();
         // A file named twice durably (a hard link the engine never makes, or
         // two names in flux) gets one fate, decided once.
         let mut fate: HashMap<FileId, Vec<u8>> = HashMap::new();
-        for &id in m.durable.values() {
+        for &id in names.values() {
             if fate.contains_key(&id) {
                 continue;
             }
@@ -368,7 +448,7 @@ impl PowerLossFs {
                 std::fs::remove_file(&path)?;
             }
         }
-        for ((dir, name), id) in &m.durable {
+        for ((dir, name), id) in &names {
             if let Some(bytes) = fate.get(id) {
                 std::fs::create_dir_all(dir)?;
                 std::fs::write(dir.join(name), bytes)?;
@@ -399,7 +479,7 @@ impl Fs for PowerLossFs {
             Some(id) => id,
             None => {
                 let id = m.new_file();
-                m.live.insert(name, id);
+                m.link(name, id);
                 id
             }
         };
@@ -413,10 +493,7 @@ impl Fs for PowerLossFs {
         m.dirs.insert(dst.0.clone());
         let id = m.lookup(&src, from, &self.state.counts);
         std::fs::rename(from, to)?;
-        m.live.remove(&src);
-        if let Some(id) = id {
-            m.live.insert(dst, id);
-        }
+        m.rename(&src, dst, id);
         Ok(())
     }
 
@@ -426,7 +503,7 @@ impl Fs for PowerLossFs {
         let mut m = self.state.model();
         let _ = m.lookup(&name, path, &self.state.counts);
         std::fs::remove_file(path)?;
-        m.live.remove(&name);
+        m.unlink(&name);
         Ok(())
     }
 
@@ -461,6 +538,7 @@ impl Fs for PowerLossFs {
         }
         std::fs::File::open(dir)?.sync_all()?;
         m.durable.retain(|(d, _), _| d != dir);
+        m.pending.remove(dir);
         let entries: Vec<(Name, FileId)> = m
             .live
             .iter()
@@ -636,6 +714,51 @@ mod tests {
         assert_eq!(read(dir, "old").as_deref(), Some(&b"old bytes"[..]));
         assert_eq!(report.names_lost, 2, "{report:?}");
         assert_eq!(report.names_revived, 2, "{report:?}");
+    }
+
+    #[test]
+    fn unsynced_entry_changes_survive_as_a_prefix_in_order() {
+        let mut seen = BTreeSet::new();
+        for seed in 0..64 {
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path();
+            let fs = PowerLossFs::new(dir).unwrap();
+            for name in ["1", "2", "3"] {
+                let mut f = fs.open_append(&dir.join(name)).unwrap();
+                f.sync().unwrap();
+            }
+            fs.power_loss(seed, Tail::Prefix).unwrap();
+            let left: Vec<bool> = ["1", "2", "3"]
+                .iter()
+                .map(|n| dir.join(n).exists())
+                .collect();
+            assert!(
+                left.windows(2).all(|w| w[0] || !w[1]),
+                "seed {seed}: a later creation survived an earlier one: {left:?}"
+            );
+            seen.insert(left);
+        }
+        assert_eq!(seen.len(), 4, "every prefix happens: {seen:?}");
+    }
+
+    #[test]
+    fn a_rename_is_atomic_in_every_prefix() {
+        let mut seen = BTreeSet::new();
+        for seed in 0..32 {
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path();
+            let fs = PowerLossFs::new(dir).unwrap();
+            let mut f = fs.open_append(&dir.join("a")).unwrap();
+            f.write_all(b"x").unwrap();
+            f.sync().unwrap();
+            fs.sync_dir(dir).unwrap();
+            fs.rename(&dir.join("a"), &dir.join("b")).unwrap();
+            fs.power_loss(seed, Tail::Prefix).unwrap();
+            let (a, b) = (read(dir, "a"), read(dir, "b"));
+            assert!(a.is_some() != b.is_some(), "seed {seed}: {a:?} {b:?}");
+            seen.insert(a.is_some());
+        }
+        assert_eq!(seen.len(), 2, "both outcomes happen");
     }
 
     #[test]
