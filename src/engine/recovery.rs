@@ -310,6 +310,19 @@ fn recover_wal(
             next_id
         }
         Ok(h) if h.kind == FileKind::Segment => h.segment,
+        Ok(_) | Err(_) if holds_no_record(&bytes) => {
+            // Every writer syncs a segment's header before a record follows
+            // it, so a bad header with nothing decodable after it was torn
+            // while wal.log was being (re)created: nothing acknowledged lived
+            // here. Refusing to open would strand the sealed segments.
+            let torn = data_len(&bytes) as u64;
+            report.bytes_truncated += torn;
+            tracing::warn!(
+                bytes = torn,
+                "wal.log has a torn header and no record; recreating it"
+            );
+            return create();
+        }
         Ok(_) => {
             return Err(Error::Format {
                 path,
@@ -368,6 +381,14 @@ fn cut_zero_tail(opts: &Options, path: &Path, id: SegmentId, len: u64) -> Result
         .map_err(|e| Error::io("cutting the unused tail of", path, e))?;
     file.sync().map_err(|e| Error::io("syncing", path, e))?;
     SealedSegment::open(id, path)
+}
+
+/// True when no record decodes anywhere after the header of `bytes` (a bad
+/// header over records is damage to report, not a tear to clean up).
+fn holds_no_record(bytes: &[u8]) -> bool {
+    let data = &bytes[..data_len(bytes)];
+    data.len() <= FILE_HEADER_LEN
+        || scan(data, FILE_HEADER_LEN, OnDamage::Resync, |_, _| {}).records == 0
 }
 
 /// Length of `bytes` without its trailing zeros.
