@@ -46,6 +46,12 @@ enum Step {
     Delete(usize),
     /// Distinct keys; `None` deletes.
     Batch(Vec<(usize, Option<usize>)>),
+    /// Writes submitted together, each its own call (distinct keys), so the
+    /// writer groups them into shared appends and fsyncs (group commit).
+    Together(Vec<(usize, Option<usize>)>),
+    /// Lets the engine's threads run (periodic sync, sealing, background
+    /// compaction) for this many milliseconds.
+    Pause(u64),
     Sync,
     Compact,
     /// Cut the power now, restore, reopen, check, go on.
@@ -59,8 +65,11 @@ fn step() -> impl Strategy<Value = Step> {
         30 => (k.clone(), len.clone()).prop_map(|(k, l)| Step::Put(k, l)),
         4 => (k.clone(), len.clone()).prop_map(|(k, l)| Step::TtlPut(k, l)),
         8 => k.clone().prop_map(Step::Delete),
-        8 => prop::collection::btree_map(k, prop::option::weighted(0.8, len), 2..6)
+        8 => prop::collection::btree_map(k.clone(), prop::option::weighted(0.8, len.clone()), 2..6)
             .prop_map(|m| Step::Batch(m.into_iter().collect())),
+        5 => prop::collection::btree_map(k, prop::option::weighted(0.8, len), 2..8)
+            .prop_map(|m| Step::Together(m.into_iter().collect())),
+        1 => (1u64..40).prop_map(Step::Pause),
         4 => Just(Step::Sync),
         2 => Just(Step::Compact),
         1 => Just(Step::PowerLoss),
@@ -201,6 +210,10 @@ struct Tally {
     ops: u64,
     power_losses: u64,
     cut_inside_engine: u64,
+    /// Compaction steps the engines counted (explicit and background).
+    compactions: u64,
+    /// Of those, run by a `Compact` step.
+    compact_calls: u64,
     report: PowerLossReport,
     violations: Vec<String>,
 }
@@ -235,6 +248,9 @@ fn options(mode: Mode, fs: Arc<PowerLossFs>) -> Options {
         compaction_ratio: 0.2,
         compaction_min_bytes: 8 << 10,
         compaction_threads: 1,
+        // The background thread ticks at this (at most 250 ms): often enough
+        // for its compaction trigger to fire inside a short case.
+        expiry_sweep_interval: Duration::from_millis(5),
         fs,
         ..Options::default()
     }
@@ -317,13 +333,42 @@ impl Run<'_> {
                         .collect();
                     self.write(&db, writes, false)?;
                 }
+                Step::Together(ops) => {
+                    let writes: Vec<(usize, Option<Vec<u8>>)> = ops
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, l))| (*k, l.map(|l| value(*k, pos + i, l))))
+                        .collect();
+                    let pending: Vec<_> = writes
+                        .iter()
+                        .map(|w| {
+                            let positions = self.model.begin(std::slice::from_ref(w));
+                            let mut b = Batch::new();
+                            match &w.1 {
+                                Some(v) => b.put(&key(w.0), v),
+                                None => b.delete(&key(w.0)),
+                            };
+                            (positions, db.submit(b))
+                        })
+                        .collect();
+                    let always = matches!(self.case.mode, Mode::Always);
+                    for (positions, p) in pending {
+                        self.tally.ops += 1;
+                        if p.wait().is_ok() {
+                            self.model.ack(&positions, always);
+                        }
+                    }
+                }
+                Step::Pause(ms) => std::thread::sleep(Duration::from_millis(*ms)),
                 Step::Sync => {
                     if db.sync().is_ok() {
                         self.model.mark_durable(pos);
                     }
                 }
                 Step::Compact => {
-                    let _ = db.compact();
+                    if db.compact().is_ok() {
+                        self.tally.compact_calls += 1;
+                    }
                 }
                 Step::PowerLoss => {
                     seeds = seeds.wrapping_add(1);
@@ -348,6 +393,7 @@ impl Run<'_> {
             self.tally.cut_inside_engine += 1;
         }
         fs.cut_power();
+        self.tally.compactions += db.stats().compactions;
         drop(db);
         let report = fs
             .power_loss(seed, self.case.tail)
@@ -481,8 +527,15 @@ fn power_loss_keeps_what_each_sync_mode_promises() {
     });
     let tally = tally.into_inner();
     eprintln!(
-        "power loss: {} cases, {} ops, {} power losses ({} cut inside the engine), {:?}",
-        tally.cases, tally.ops, tally.power_losses, tally.cut_inside_engine, tally.report
+        "power loss: {} cases, {} ops, {} power losses ({} cut inside the engine), \
+         {} compactions ({} Compact calls), {:?}",
+        tally.cases,
+        tally.ops,
+        tally.power_losses,
+        tally.cut_inside_engine,
+        tally.compactions,
+        tally.compact_calls,
+        tally.report
     );
     if let Err(e) = result {
         panic!("{e}");
@@ -621,11 +674,13 @@ fn soak() {
     }
     eprintln!(
         "soak: seeds {base}..{seed}, {} cases, {} ops, {} power losses ({} cut inside the engine), \
-         {} violations, {:?}",
+         {} compactions ({} Compact calls), {} violations, {:?}",
         tally.cases,
         tally.ops,
         tally.power_losses,
         tally.cut_inside_engine,
+        tally.compactions,
+        tally.compact_calls,
         tally.violations.len(),
         tally.report
     );
