@@ -824,3 +824,57 @@ fn a_garbage_wal_header_is_torn_only_when_no_record_follows() {
     let (db, _) = Engine::open(d.path(), plain()).unwrap();
     assert_eq!(db.get(b"after").unwrap().as_deref(), Some(&b"works"[..]));
 }
+
+/// Background compaction under `SyncMode::Never`: a synced value superseded
+/// by a write still only in the page cache must not be compacted away before
+/// that write is durable, or a power loss loses the key altogether.
+#[test]
+fn compaction_keeps_a_durable_value_whose_successor_is_not_yet_synced() {
+    let d = super::support::mem_tempdir();
+    let fs = Arc::new(PowerLossFs::new(d.path()).unwrap());
+    let opts = Options {
+        segment_bytes: 4096,
+        sync: SyncMode::Never,
+        background_compaction: true,
+        compaction_ratio: 0.01,
+        compaction_min_bytes: 1,
+        compaction_threads: 1,
+        expiry_sweep_interval: Duration::from_millis(5),
+        fs: Arc::clone(&fs) as _,
+        ..Options::default()
+    };
+    let (db, _) = Engine::open(d.path(), opts).unwrap();
+    db.put(b"k", &[b'1'; 1000]).unwrap();
+    for i in 0..12u8 {
+        db.put(&[b'f', i], &[i; 900]).unwrap();
+    }
+    db.sync().unwrap();
+    let before = db.stats().compactions;
+    // Supersedes the synced value; only in the page cache (sync never).
+    db.put(b"k", b"2").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db.stats().compactions == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        db.stats().compactions > before,
+        "a background compaction ran"
+    );
+    fs.cut_power();
+    drop(db);
+    fs.power_loss(0, Tail::Synced).unwrap();
+    let (db, _) = Engine::open(d.path(), plain()).unwrap();
+    let got = db.get(b"k").unwrap();
+    assert!(
+        got.as_deref() == Some(&[b'1'; 1000][..]) || got.as_deref() == Some(&b"2"[..]),
+        "the synced value or its successor, not {:?}",
+        got.map(|v| v.len())
+    );
+    for i in 0..12u8 {
+        assert_eq!(
+            db.get(&[b'f', i]).unwrap(),
+            Some(vec![i; 900]),
+            "filler {i}"
+        );
+    }
+}
