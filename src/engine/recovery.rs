@@ -125,32 +125,41 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
                 report.corrupt_records += 1;
                 tracing::warn!(segment = %id, "damaged segment header; scanning its records");
             }
-            let s = scan(
-                seg.bytes(),
-                FILE_HEADER_LEN,
-                OnDamage::Resync,
-                |offset, rec| {
-                    found.push(Found {
-                        key: Key::from_slice(rec.key),
-                        kind: rec.kind,
-                        entry: Entry {
-                            segment: id,
-                            offset,
-                            value_len: record::len_u32(rec.value.len()),
-                            expiry: rec.expiry,
-                        },
-                    });
-                },
-            );
+            // The sealer cuts a segment's preallocated tail only after
+            // syncing its records, and writes the hint after that. A segment
+            // still carrying a zeroed tail was renamed by a rotation whose
+            // sealing never finished, so its records after the last sync can
+            // be torn: read it as `wal.log` is read, up to the first damage.
+            // Resyncing there could land inside a batch whose marker was
+            // torn and apply the rest of it.
+            let unsealed = has_zero_tail(seg.bytes());
+            let on_damage = if unsealed {
+                OnDamage::Stop
+            } else {
+                OnDamage::Resync
+            };
+            let s = scan(seg.bytes(), FILE_HEADER_LEN, on_damage, |offset, rec| {
+                found.push(Found {
+                    key: Key::from_slice(rec.key),
+                    kind: rec.kind,
+                    entry: Entry {
+                        segment: id,
+                        offset,
+                        value_len: record::len_u32(rec.value.len()),
+                        expiry: rec.expiry,
+                    },
+                });
+            });
             report.records += s.records;
             report.corrupt_records += s.corrupt;
             report.batches_discarded += s.batches_discarded;
             if s.corrupt > 0 || s.batches_discarded > 0 {
                 tracing::warn!(segment = %id, corrupt = s.corrupt, batches = s.batches_discarded, "skipped damaged records in sealed segment");
             }
-            if mode == Mode::Write && s.clean_end && (s.end as u64) < seg.len() {
+            if mode == Mode::Write && (s.clean_end || unsealed) && (s.end as u64) < seg.len() {
                 // Sealed by a rotation that was killed before its unused,
-                // preallocated tail was cut: cut it now.
+                // preallocated tail was cut (and maybe its torn records
+                // after the last sync): cut it now.
                 seg = cut_zero_tail(opts, &path, id, s.end as u64)?;
             }
         }
@@ -389,6 +398,13 @@ fn holds_no_record(bytes: &[u8]) -> bool {
     let data = &bytes[..data_len(bytes)];
     data.len() <= FILE_HEADER_LEN
         || scan(data, FILE_HEADER_LEN, OnDamage::Resync, |_, _| {}).records == 0
+}
+
+/// True when `bytes` ends in zeros after its last nonzero byte (a sealed
+/// segment's tail is cut to its last record, which ends in a CRC-covered
+/// value; a run of at least a record's worth of zeros is preallocation).
+fn has_zero_tail(bytes: &[u8]) -> bool {
+    bytes.len() - data_len(bytes) >= record::MIN_RECORD_LEN
 }
 
 /// Length of `bytes` without its trailing zeros.
