@@ -116,6 +116,8 @@ pub struct PowerLossCounts {
     pub dir_syncs: u64,
     /// Directory syncs dropped by [`PowerLossFs::drop_dir_syncs`].
     pub dir_syncs_dropped: u64,
+    /// File syncs dropped by [`PowerLossFs::drop_syncs_of`].
+    pub syncs_dropped: u64,
     /// Calls failed because the power was cut.
     pub failed_after_cut: u64,
     /// Files found changed outside the seam (created or removed with `std::fs`).
@@ -246,6 +248,7 @@ struct Counters {
     syncs: AtomicU64,
     dir_syncs: AtomicU64,
     dir_syncs_dropped: AtomicU64,
+    syncs_dropped: AtomicU64,
     failed_after_cut: AtomicU64,
     outside_seam: AtomicU64,
 }
@@ -264,6 +267,8 @@ struct State {
     /// that finds the power gone.
     cut_at: AtomicU64,
     drop_dir_syncs: AtomicBool,
+    /// File syncs of names ending so are dropped (see `drop_syncs_of`).
+    drop_syncs_of: Mutex<Option<OsString>>,
     counts: Counters,
 }
 
@@ -371,6 +376,18 @@ impl PowerLossFs {
         self.state.drop_dir_syncs.store(drop, Ordering::SeqCst);
     }
 
+    /// A negative control: while set, [`AppendFile::sync`] of a file whose
+    /// name (when opened) ends with `suffix` succeeds without making anything
+    /// durable — say `".seg.tmp"`, for a build that forgot to sync compaction
+    /// outputs before their manifest. `None` stops dropping.
+    pub fn drop_syncs_of(&self, suffix: Option<&str>) {
+        *self
+            .state
+            .drop_syncs_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = suffix.map(OsString::from);
+    }
+
     /// Calls seen so far.
     pub fn counts(&self) -> PowerLossCounts {
         let c = &self.state.counts;
@@ -380,6 +397,7 @@ impl PowerLossFs {
             syncs: get(&c.syncs),
             dir_syncs: get(&c.dir_syncs),
             dir_syncs_dropped: get(&c.dir_syncs_dropped),
+            syncs_dropped: get(&c.syncs_dropped),
             failed_after_cut: get(&c.failed_after_cut),
             outside_seam: get(&c.outside_seam),
         }
@@ -458,10 +476,11 @@ impl PowerLossFs {
         Ok(report)
     }
 
-    fn wrap(&self, id: FileId, file: std::fs::File) -> Box<dyn AppendFile> {
+    fn wrap(&self, id: FileId, name: OsString, file: std::fs::File) -> Box<dyn AppendFile> {
         Box::new(PowerLossFile {
             inner: StdAppendFile(file),
             id,
+            name,
             state: Arc::clone(&self.state),
         })
     }
@@ -475,6 +494,7 @@ impl Fs for PowerLossFs {
         m.dirs.insert(name.0.clone());
         let known = m.lookup(&name, path, &self.state.counts);
         let file = open_rw_append(path)?;
+        let file_name = name.1.clone();
         let id = match known {
             Some(id) => id,
             None => {
@@ -483,7 +503,7 @@ impl Fs for PowerLossFs {
                 id
             }
         };
-        Ok(self.wrap(id, file))
+        Ok(self.wrap(id, file_name, file))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -556,7 +576,24 @@ impl Fs for PowerLossFs {
 struct PowerLossFile {
     inner: StdAppendFile,
     id: FileId,
+    /// The name it was opened under (for `drop_syncs_of`).
+    name: OsString,
     state: Arc<State>,
+}
+
+impl PowerLossFile {
+    fn sync_dropped(&self) -> bool {
+        let drop = self
+            .state
+            .drop_syncs_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        drop.as_ref().is_some_and(|suffix| {
+            self.name
+                .as_encoded_bytes()
+                .ends_with(suffix.as_encoded_bytes())
+        })
+    }
 }
 
 impl AppendFile for PowerLossFile {
@@ -567,6 +604,10 @@ impl AppendFile for PowerLossFile {
 
     fn sync(&mut self) -> io::Result<()> {
         self.state.enter()?;
+        if self.sync_dropped() {
+            Counters::bump(&self.state.counts.syncs_dropped);
+            return Ok(());
+        }
         // Read before the real sync: what is stored meanwhile is not covered.
         let file = &self.inner.0;
         let len = usize::try_from(file.metadata()?.len())
