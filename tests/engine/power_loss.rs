@@ -11,7 +11,12 @@
 //! its last durable write, and no batch is visible in part.
 //!
 //! `KVSTORE_POWER_LOSS_SOAK=<seconds>` runs `soak` for that long, printing the
-//! seeds, operations, power losses and violations.
+//! seeds, operations, power losses and violations; `KVSTORE_POWER_LOSS_SEED=<n>`
+//! starts it at seed `n` (a violation prints its seed: rerun from there),
+//! `KVSTORE_POWER_LOSS_DEBUG=1` prints a violating case's steps, and
+//! `KVSTORE_POWER_LOSS_KEEP=<dir>` copies every restored directory there before
+//! recovery touches it. Cuts inside the engine race with its threads, so a
+//! seed replays the same steps but not always the same cut.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -18,7 +18,8 @@
 //!   [`Fs::sync_dir`] of their directory returns. Of those made since, a power
 //!   loss keeps none ([`Tail::Synced`]) or, otherwise, a random prefix in the
 //!   order they were made — the ordered metadata journal of ext4 or XFS, never
-//!   a later one without an earlier one. A name lost this way vanishes (or
+//!   a later one without an earlier one; a rename is one change, never half
+//!   done (the file keeps exactly one of its two names). A name lost this way vanishes (or
 //!   reverts to the file it named before), and a removal lost this way brings
 //!   the name back with its file's durable image;
 //! - **the unsynced tail**: per file, [`Tail`] chooses whether nothing written
@@ -38,7 +39,15 @@
 //!   itself being created — it is taken as durable);
 //! - a sync that reports success without persisting (lying disks), or bit rot
 //!   of synced data;
-//! - more than one directory level: entries are tracked per parent directory.
+//! - more than one directory level: entries are tracked per parent directory;
+//! - a file's data reaching the disk on its own (writeback) before any sync:
+//!   unsynced bytes survive only through [`Tail`] at the power loss, which
+//!   covers the same outcomes for the bytes of the last sync onward.
+//!
+//! Negative controls, to show a checker can fail:
+//! [`drop_dir_syncs`](PowerLossFs::drop_dir_syncs) and
+//! [`drop_syncs_of`](PowerLossFs::drop_syncs_of) make chosen syncs succeed
+//! without making anything durable.
 //!
 //! Files the seam never saw created (the lock file, anything written with
 //! `std::fs` directly, everything present at [`PowerLossFs::new`]) are taken
