@@ -125,32 +125,41 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
                 report.corrupt_records += 1;
                 tracing::warn!(segment = %id, "damaged segment header; scanning its records");
             }
-            let s = scan(
-                seg.bytes(),
-                FILE_HEADER_LEN,
-                OnDamage::Resync,
-                |offset, rec| {
-                    found.push(Found {
-                        key: Key::from_slice(rec.key),
-                        kind: rec.kind,
-                        entry: Entry {
-                            segment: id,
-                            offset,
-                            value_len: record::len_u32(rec.value.len()),
-                            expiry: rec.expiry,
-                        },
-                    });
-                },
-            );
+            // The sealer cuts a segment's preallocated tail only after
+            // syncing its records, and writes the hint after that. A segment
+            // still carrying a zeroed tail was renamed by a rotation whose
+            // sealing never finished, so its records after the last sync can
+            // be torn: read it as `wal.log` is read, up to the first damage.
+            // Resyncing there could land inside a batch whose marker was
+            // torn and apply the rest of it.
+            let unsealed = has_zero_tail(seg.bytes());
+            let on_damage = if unsealed {
+                OnDamage::Stop
+            } else {
+                OnDamage::Resync
+            };
+            let s = scan(seg.bytes(), FILE_HEADER_LEN, on_damage, |offset, rec| {
+                found.push(Found {
+                    key: Key::from_slice(rec.key),
+                    kind: rec.kind,
+                    entry: Entry {
+                        segment: id,
+                        offset,
+                        value_len: record::len_u32(rec.value.len()),
+                        expiry: rec.expiry,
+                    },
+                });
+            });
             report.records += s.records;
             report.corrupt_records += s.corrupt;
             report.batches_discarded += s.batches_discarded;
             if s.corrupt > 0 || s.batches_discarded > 0 {
                 tracing::warn!(segment = %id, corrupt = s.corrupt, batches = s.batches_discarded, "skipped damaged records in sealed segment");
             }
-            if mode == Mode::Write && s.clean_end && (s.end as u64) < seg.len() {
+            if mode == Mode::Write && (s.clean_end || unsealed) && (s.end as u64) < seg.len() {
                 // Sealed by a rotation that was killed before its unused,
-                // preallocated tail was cut: cut it now.
+                // preallocated tail was cut (and maybe its torn records
+                // after the last sync): cut it now.
                 seg = cut_zero_tail(opts, &path, id, s.end as u64)?;
             }
         }
@@ -310,6 +319,19 @@ fn recover_wal(
             next_id
         }
         Ok(h) if h.kind == FileKind::Segment => h.segment,
+        Ok(_) | Err(_) if holds_no_record(&bytes) => {
+            // Every writer syncs a segment's header before a record follows
+            // it, so a bad header with nothing decodable after it was torn
+            // while wal.log was being (re)created: nothing acknowledged lived
+            // here. Refusing to open would strand the sealed segments.
+            let torn = data_len(&bytes) as u64;
+            report.bytes_truncated += torn;
+            tracing::warn!(
+                bytes = torn,
+                "wal.log has a torn header and no record; recreating it"
+            );
+            return create();
+        }
         Ok(_) => {
             return Err(Error::Format {
                 path,
@@ -368,6 +390,21 @@ fn cut_zero_tail(opts: &Options, path: &Path, id: SegmentId, len: u64) -> Result
         .map_err(|e| Error::io("cutting the unused tail of", path, e))?;
     file.sync().map_err(|e| Error::io("syncing", path, e))?;
     SealedSegment::open(id, path)
+}
+
+/// True when no record decodes anywhere after the header of `bytes` (a bad
+/// header over records is damage to report, not a tear to clean up).
+fn holds_no_record(bytes: &[u8]) -> bool {
+    let data = &bytes[..data_len(bytes)];
+    data.len() <= FILE_HEADER_LEN
+        || scan(data, FILE_HEADER_LEN, OnDamage::Resync, |_, _| {}).records == 0
+}
+
+/// True when `bytes` ends in zeros after its last nonzero byte (a sealed
+/// segment's tail is cut to its last record, which ends in a CRC-covered
+/// value; a run of at least a record's worth of zeros is preallocation).
+fn has_zero_tail(bytes: &[u8]) -> bool {
+    bytes.len() - data_len(bytes) >= record::MIN_RECORD_LEN
 }
 
 /// Length of `bytes` without its trailing zeros.

@@ -10,6 +10,7 @@ mod crash;
 mod crash_wal;
 mod faults;
 mod model;
+mod power_loss;
 mod readonly;
 mod recovery;
 mod support;

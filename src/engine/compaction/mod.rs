@@ -30,7 +30,9 @@
 //!    damaged live record fails the step (nothing of it changes). Output ids lie
 //!    between the inputs' neighbours, so the outputs take the inputs' place in
 //!    history. Killed here: the `.tmp` files are removed at open;
-//! 2. write the manifest `COMPACTION` (inputs, outputs) atomically, rename the
+//! 2. sync `wal.log` and every segment still being sealed (the records that
+//!    made the left-out ones dead must outlive a power loss before the inputs
+//!    go); write the manifest `COMPACTION` (inputs, outputs) atomically, rename the
 //!    outputs into place. Killed here: open rolls back or forward (`manifest.rs`);
 //! 3. swap in memory: add outputs to the segment set, move each keydir entry that
 //!    still points where it did (a write made meanwhile keeps its newer
@@ -203,7 +205,12 @@ impl Shared {
         report.rewrite_ms += elapsed_ms(rewrite_started);
         let input_ids: Vec<SegmentId> = inputs.iter().map(|s| s.id()).collect();
         let output_ids: Vec<SegmentId> = outputs.iter().map(|o| o.id).collect();
-        self.install(&input_ids, &output_ids)
+        // The step left out every record a newer one superseded, and newer may
+        // mean still only in the page cache (sync never / periodic, or a
+        // segment not sealed yet). The inputs are deleted below: make those
+        // newer records durable first, or a power loss loses both versions.
+        self.sync_dirty()
+            .and_then(|()| self.install(&input_ids, &output_ids))
             .inspect_err(|_| self.remove_tmp_outputs(output_ids.iter().copied()))?;
         self.swap(&inputs, &outputs, &moves)?;
         drop(moves);

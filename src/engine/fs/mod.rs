@@ -6,7 +6,10 @@
 //! [`AppendFile::map`] makes: those stores reach the page cache without a call, so
 //! a test seam sees them only at [`AppendFile::sync`] (read the file there).
 //! [`FaultyFs`] fails the N-th call of one kind, deterministically, so tests can
-//! show what the engine does when the disk says no.
+//! show what the engine does when the disk says no; [`PowerLossFs`] keeps what a
+//! disk would hold after a power cut and rewrites the directory to it.
+
+pub mod power_loss;
 
 use std::ffi::OsString;
 use std::fmt::Debug;
@@ -15,6 +18,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+pub use power_loss::{PowerLossCounts, PowerLossFs, PowerLossReport, Tail};
 
 /// The shared, writable mapping [`AppendFile::map`] returns.
 pub use memmap2::MmapRaw;
