@@ -9,6 +9,11 @@
 //! 4. scan `wal.log`, truncating a torn or corrupt tail (and an incomplete batch)
 //!    to the last good record;
 //! 5. keep the newest record of each key; drop tombstones and expired puts.
+//!
+//! Each segment (and `wal.log`) yields one sorted run: its entries in key
+//! order, one per key. A SORTED hint file is such a run as read; other hints
+//! and scans are sorted in memory. Step 5 is then a k-way merge of the runs
+//! (newer segment wins a tie) straight into the keydir's bulk builder.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,10 +22,10 @@ use std::time::{Duration, Instant};
 use super::SegmentId;
 use super::dir;
 use super::error::{Error, Result};
-use super::format::hint::Hint;
+use super::format::hint::{HintEntry, RunIter, SortedRun};
 use super::format::record::{self, RecordKind};
 use super::format::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind};
-use super::keydir::{Entry, Key, Keydir};
+use super::keydir::{Builder, Entry, Keydir};
 use super::memtable::Memtable;
 use super::migrate;
 use super::options::Options;
@@ -78,11 +83,10 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
-/// One record found; its index in the list of finds is its position in history.
-struct Found {
-    key: Key,
-    kind: RecordKind,
-    entry: Entry,
+/// One segment's records, sorted; runs are kept in history order.
+struct Run {
+    segment: SegmentId,
+    entries: SortedRun,
 }
 
 /// Runs recovery on `dir`, whose lock the caller holds (under [`Mode::Write`]).
@@ -110,38 +114,39 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
         report.leftovers_removed += 1;
     }
 
-    let mut found: Vec<Found> = Vec::new();
+    let mut runs: Vec<Run> = Vec::with_capacity(listing.segments.len() + 1);
     let mut sealed = std::collections::BTreeMap::new();
     let mut disk_bytes = 0u64;
     for &id in &listing.segments {
         let path = dir::segment_path(dir, id);
         let mut seg = SealedSegment::open(id, &path)?;
-        let from_hint = listing.hints.binary_search(&id).is_ok()
-            && load_hint(dir, &seg, &mut found, &mut report);
-        if from_hint {
+        let from_hint = if listing.hints.binary_search(&id).is_ok() {
+            load_hint(dir, &seg, &mut report)
+        } else {
+            None
+        };
+        if let Some(entries) = from_hint {
             report.hints_used += 1;
+            runs.push(Run {
+                segment: id,
+                entries,
+            });
         } else {
             if !seg.header_ok() {
                 report.corrupt_records += 1;
                 tracing::warn!(segment = %id, "damaged segment header; scanning its records");
             }
+            let mut entries = Vec::new();
             let s = scan(
                 seg.bytes(),
                 FILE_HEADER_LEN,
                 OnDamage::Resync,
-                |offset, rec| {
-                    found.push(Found {
-                        key: Key::from_slice(rec.key),
-                        kind: rec.kind,
-                        entry: Entry {
-                            segment: id,
-                            offset,
-                            value_len: record::len_u32(rec.value.len()),
-                            expiry: rec.expiry,
-                        },
-                    });
-                },
+                |offset, rec| entries.push(hint_entry(offset, &rec)),
             );
+            runs.push(Run {
+                segment: id,
+                entries: SortedRun::from_entries(entries),
+            });
             report.records += s.records;
             report.corrupt_records += s.corrupt;
             report.batches_discarded += s.batches_discarded;
@@ -163,11 +168,11 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
         .segments
         .last()
         .map_or(SegmentId::FIRST, |id| id.next_generation());
-    let (active, memtable) = recover_wal(dir, opts, next_id, &mut found, &mut report, mode)?;
+    let (active, memtable) = recover_wal(dir, opts, next_id, &mut runs, &mut report, mode)?;
     disk_bytes += memtable.len() as u64;
 
-    let live = newest_live(found, now);
-    let keydir = Keydir::from_sorted(live);
+    let keydir = merge_newest_live(&runs, now);
+    drop(runs);
     report.live_keys = keydir.len() as u64;
 
     report.duration = started.elapsed();
@@ -184,87 +189,130 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
     })
 }
 
-/// Step 7: the newest record of each key, if it is a live put, in key order.
-///
-/// Sorts a permutation of small (first two key words, index) triples rather
-/// than the records themselves: for keys up to 16 bytes a comparison is two
-/// integer compares with no pointer to follow, and moving 24 bytes instead of
-/// a whole record is what made sorting the bulk of open.
-fn newest_live(mut found: Vec<Found>, now: u64) -> Vec<(Key, Entry)> {
-    // `found` is in history order; its index is the record's age.
-    let mut order: Vec<(u64, u64, usize)> = found
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let (w1, w2) = super::key::words(&f.key);
-            (w1, w2, i)
-        })
-        .collect();
-    order.sort_unstable_by(|a, b| {
-        (a.0, a.1)
-            .cmp(&(b.0, b.1))
-            .then_with(|| found[a.2].key.cmp(&found[b.2].key))
-            .then(b.2.cmp(&a.2))
-    });
-    let mut live = Vec::with_capacity(order.len());
-    let mut previous: Option<usize> = None;
-    for &(_, _, i) in &order {
-        if previous.is_some_and(|p| found[p].key == found[i].key) {
-            continue;
-        }
-        previous = Some(i);
-        let f = &found[i];
-        if f.kind == RecordKind::Put && !f.entry.is_expired(now) {
-            live.push((f.key.clone(), f.entry));
-        }
+/// The hint entry of a scanned record.
+fn hint_entry<'a>(offset: u32, rec: &record::RecordRef<'a>) -> HintEntry<'a> {
+    HintEntry {
+        kind: rec.kind,
+        expiry: rec.expiry,
+        offset,
+        value_len: record::len_u32(rec.value.len()),
+        key: rec.key,
     }
-    found.clear();
-    live
 }
 
-/// Loads a hint if it is whole and describes `seg` exactly; false means scan.
-fn load_hint(
-    dir: &Path,
-    seg: &SealedSegment,
-    found: &mut Vec<Found>,
-    report: &mut RecoveryReport,
-) -> bool {
-    let path = dir::hint_path(dir, seg.id());
-    let Ok(bytes) = std::fs::read(&path) else {
-        return false;
+/// The head of one run in the merge: ordered so that the max-heap yields the
+/// smallest key first and, among equal keys, the newest run first.
+struct Head<'a> {
+    words: (u64, u64),
+    run: usize,
+    e: HintEntry<'a>,
+}
+
+impl Head<'_> {
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .words
+            .cmp(&self.words)
+            .then_with(|| other.e.key.cmp(self.e.key))
+            .then(self.run.cmp(&other.run))
+    }
+}
+
+impl PartialEq for Head<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.order(other).is_eq()
+    }
+}
+impl Eq for Head<'_> {}
+impl PartialOrd for Head<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.order(other))
+    }
+}
+impl Ord for Head<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order(other)
+    }
+}
+
+/// Step 5: the newest record of each key over all runs (a later run is newer),
+/// kept if it is a live put, built into the keydir in key order.
+///
+/// A k-way merge: each run is already sorted with one entry per key, so no
+/// sort and no per-key search happen here. Heap comparisons mostly settle on
+/// the keys' leading two words (no memcmp, no pointer chase).
+fn merge_newest_live(runs: &[Run], now: u64) -> Keydir {
+    let mut out = Builder::new();
+    let mut keep = |run: &Run, e: &HintEntry<'_>| {
+        let entry = Entry {
+            segment: run.segment,
+            offset: e.offset,
+            value_len: e.value_len,
+            expiry: e.expiry,
+        };
+        if e.kind == RecordKind::Put && !entry.is_expired(now) {
+            out.push(e.key, entry);
+        }
     };
-    let hint = match Hint::parse(&bytes) {
-        Ok(h) if h.segment == seg.id() && h.segment_len == seg.len() => h,
+    if let [run] = runs {
+        for e in run.entries.iter() {
+            keep(run, &e);
+        }
+        return out.finish();
+    }
+    let mut iters: Vec<RunIter<'_>> = runs.iter().map(|r| r.entries.iter()).collect();
+    fn head(run: usize, e: HintEntry<'_>) -> Head<'_> {
+        Head {
+            words: super::key::words(e.key),
+            run,
+            e,
+        }
+    }
+    let mut heap = std::collections::BinaryHeap::with_capacity(runs.len());
+    for (run, it) in iters.iter_mut().enumerate() {
+        if let Some(e) = it.next() {
+            heap.push(head(run, e));
+        }
+    }
+    while let Some(top) = heap.pop() {
+        // Older entries of the same key: skip them.
+        while let Some(mut older) = heap.peek_mut() {
+            if older.words != top.words || older.e.key != top.e.key {
+                break;
+            }
+            match iters[older.run].next() {
+                Some(e) => *older = head(older.run, e),
+                None => {
+                    std::collections::binary_heap::PeekMut::pop(older);
+                }
+            }
+        }
+        keep(&runs[top.run], &top.e);
+        if let Some(e) = iters[top.run].next() {
+            heap.push(head(top.run, e));
+        }
+    }
+    out.finish()
+}
+
+/// Loads a hint if it is whole and describes `seg` exactly; `None` means scan.
+fn load_hint(dir: &Path, seg: &SealedSegment, report: &mut RecoveryReport) -> Option<SortedRun> {
+    let path = dir::hint_path(dir, seg.id());
+    let bytes = std::fs::read(&path).ok()?;
+    match SortedRun::load(bytes) {
+        Ok((segment, len, count, run)) if segment == seg.id() && len == seg.len() => {
+            report.records += u64::from(count);
+            Some(run)
+        }
         Ok(_) => {
             tracing::warn!(path = %path.display(), "hint file does not match its segment; scanning");
-            return false;
+            None
         }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "unusable hint file; scanning");
-            return false;
+            None
         }
-    };
-    let mark = found.len();
-    found.reserve(hint.len() as usize);
-    let id = seg.id();
-    let ok = hint.for_each(|e| {
-        found.push(Found {
-            key: Key::from_slice(e.key),
-            kind: e.kind,
-            entry: Entry {
-                segment: id,
-                offset: e.offset,
-                value_len: e.value_len,
-                expiry: e.expiry,
-            },
-        });
-    });
-    if ok.is_err() {
-        found.truncate(mark);
-        return false;
     }
-    report.records += u64::from(hint.len());
-    true
 }
 
 /// Step 4: scan `wal.log` (creating it when missing) and cut its bad tail
@@ -279,7 +327,7 @@ fn recover_wal(
     dir: &Path,
     opts: &Options,
     next_id: SegmentId,
-    found: &mut Vec<Found>,
+    runs: &mut Vec<Run>,
     report: &mut RecoveryReport,
     mode: Mode,
 ) -> Result<(Option<ActiveSegment>, Arc<Memtable>)> {
@@ -321,17 +369,13 @@ fn recover_wal(
         }
         Err(reason) => return Err(Error::Format { path, reason }),
     };
+    let mut entries = Vec::new();
     let s = scan(&bytes, FILE_HEADER_LEN, OnDamage::Stop, |offset, rec| {
-        found.push(Found {
-            key: Key::from_slice(rec.key),
-            kind: rec.kind,
-            entry: Entry {
-                segment: id,
-                offset,
-                value_len: record::len_u32(rec.value.len()),
-                expiry: rec.expiry,
-            },
-        });
+        entries.push(hint_entry(offset, &rec));
+    });
+    runs.push(Run {
+        segment: id,
+        entries: SortedRun::from_entries(entries),
     });
     report.records += s.records;
     report.corrupt_records += s.corrupt;
