@@ -201,11 +201,12 @@ fn hint_entry<'a>(offset: u32, rec: &record::RecordRef<'a>) -> HintEntry<'a> {
 }
 
 /// The head of one run in the merge: ordered so that the max-heap yields the
-/// smallest key first and, among equal keys, the newest run first.
+/// smallest key first and, among equal keys, the newest run first. Small (the
+/// entry itself waits in its run's slot of `heads`): a heap moves it often.
 struct Head<'a> {
     words: (u64, u64),
+    key: &'a [u8],
     run: usize,
-    e: HintEntry<'a>,
 }
 
 impl Head<'_> {
@@ -213,7 +214,7 @@ impl Head<'_> {
         other
             .words
             .cmp(&self.words)
-            .then_with(|| other.e.key.cmp(self.e.key))
+            .then_with(|| other.key.cmp(self.key))
             .then(self.run.cmp(&other.run))
     }
 }
@@ -240,7 +241,8 @@ impl Ord for Head<'_> {
 ///
 /// A k-way merge: each run is already sorted with one entry per key, so no
 /// sort and no per-key search happen here. Heap comparisons mostly settle on
-/// the keys' leading two words (no memcmp, no pointer chase).
+/// the keys' leading two words (no memcmp, no pointer chase), and a run's
+/// next entry replaces its head in place (one sift, not a pop and a push).
 fn merge_newest_live(runs: &[Run], now: u64) -> Keydir {
     let mut out = Builder::new();
     let mut keep = |run: &Run, e: &HintEntry<'_>| {
@@ -261,36 +263,54 @@ fn merge_newest_live(runs: &[Run], now: u64) -> Keydir {
         return out.finish();
     }
     let mut iters: Vec<RunIter<'_>> = runs.iter().map(|r| r.entries.iter()).collect();
-    fn head(run: usize, e: HintEntry<'_>) -> Head<'_> {
-        Head {
-            words: super::key::words(e.key),
-            run,
-            e,
+    let mut heads: Vec<Option<HintEntry<'_>>> = iters.iter_mut().map(|it| it.next()).collect();
+    let mut heap: std::collections::BinaryHeap<Head<'_>> = heads
+        .iter()
+        .enumerate()
+        .filter_map(|(run, e)| {
+            e.map(|e| Head {
+                words: super::key::words(e.key),
+                key: e.key,
+                run,
+            })
+        })
+        .collect();
+    // Moves run `top.run` on: its next entry replaces it, or it leaves the heap.
+    fn advance<'a>(
+        mut top: std::collections::binary_heap::PeekMut<'_, Head<'a>>,
+        iters: &mut [RunIter<'a>],
+        heads: &mut [Option<HintEntry<'a>>],
+    ) {
+        let run = top.run;
+        match iters[run].next() {
+            Some(e) => {
+                heads[run] = Some(e);
+                *top = Head {
+                    words: super::key::words(e.key),
+                    key: e.key,
+                    run,
+                };
+            }
+            None => {
+                heads[run] = None;
+                std::collections::binary_heap::PeekMut::pop(top);
+            }
         }
     }
-    let mut heap = std::collections::BinaryHeap::with_capacity(runs.len());
-    for (run, it) in iters.iter_mut().enumerate() {
-        if let Some(e) = it.next() {
-            heap.push(head(run, e));
-        }
-    }
-    while let Some(top) = heap.pop() {
+    loop {
+        let Some(top) = heap.peek_mut() else { break };
+        let (run, words) = (top.run, top.words);
+        let Some(e) = heads[run] else { break };
+        advance(top, &mut iters, &mut heads);
         // Older entries of the same key: skip them.
-        while let Some(mut older) = heap.peek_mut() {
-            if older.words != top.words || older.e.key != top.e.key {
+        loop {
+            let Some(older) = heap.peek_mut() else { break };
+            if older.words != words || older.key != e.key {
                 break;
             }
-            match iters[older.run].next() {
-                Some(e) => *older = head(older.run, e),
-                None => {
-                    std::collections::binary_heap::PeekMut::pop(older);
-                }
-            }
+            advance(older, &mut iters, &mut heads);
         }
-        keep(&runs[top.run], &top.e);
-        if let Some(e) = iters[top.run].next() {
-            heap.push(head(top.run, e));
-        }
+        keep(&runs[run], &e);
     }
     out.finish()
 }
