@@ -105,6 +105,8 @@ fn hash_key(state: &foldhash::fast::RandomState, key: &[u8]) -> u64 {
 #[derive(Debug, Default)]
 pub struct Builder {
     kd: Keydir,
+    /// The leading words of the last key pushed in order.
+    last_words: (u64, u64),
     /// Keys that came out of order: inserted the ordinary way at the end.
     late: Vec<(Key, Entry)>,
 }
@@ -118,14 +120,20 @@ impl Builder {
     /// Adds `key`; later pushes of a key already pushed win.
     pub fn push(&mut self, key: &[u8], e: Entry) {
         let kd = &mut self.kd;
-        if kd
-            .order
-            .last()
-            .is_some_and(|last| kd.slots.key(last) >= key)
-        {
+        let words = super::key::words(key);
+        let in_order = match kd.order.last() {
+            None => true,
+            Some(last) => match self.last_words.cmp(&words) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => kd.slots.key(last) < key,
+                std::cmp::Ordering::Greater => false,
+            },
+        };
+        if !in_order {
             self.late.push((Key::from_slice(key), e));
             return;
         }
+        self.last_words = words;
         kd.add_totals(key, &e);
         let id = kd.slots.alloc(key);
         kd.write_entry(id, 0, &e);

@@ -78,7 +78,8 @@ impl<'k> Probe<'k> {
 /// The slots and the arena of long keys.
 #[derive(Default)]
 pub(super) struct Slots {
-    chunks: Vec<Box<[Slot; CHUNK]>>,
+    /// Each `CHUNK` slots long.
+    chunks: Vec<Box<[Slot]>>,
     /// Ids below `next` have been handed out at least once.
     next: u32,
     /// Head of the free list.
@@ -103,12 +104,15 @@ fn split(id: u32) -> (usize, usize) {
 impl Slots {
     pub fn slot(&self, id: u32) -> &Slot {
         let (c, i) = split(id);
-        self.chunks.get(c).map_or(&EMPTY, |chunk| &chunk[i])
+        self.chunks
+            .get(c)
+            .and_then(|chunk| chunk.get(i))
+            .unwrap_or(&EMPTY)
     }
 
     fn slot_mut(&mut self, id: u32) -> Option<&mut Slot> {
         let (c, i) = split(id);
-        self.chunks.get_mut(c).map(|chunk| &mut chunk[i])
+        self.chunks.get_mut(c).and_then(|chunk| chunk.get_mut(i))
     }
 
     /// The key of a live slot.
@@ -156,7 +160,8 @@ impl Slots {
             None => {
                 let id = self.next;
                 if split(id).0 == self.chunks.len() {
-                    self.chunks.push(Box::new([EMPTY; CHUNK]));
+                    // Built on the heap: a boxed array literal went through the stack.
+                    self.chunks.push(vec![EMPTY; CHUNK].into_boxed_slice());
                 }
                 // 2^32 keys would need >150 GiB of keydir: memory runs out first.
                 self.next += 1;
@@ -221,7 +226,7 @@ impl Slots {
     fn compact_arena(&mut self) {
         let mut arena = Vec::with_capacity(self.arena.len() - self.arena_garbage);
         for c in 0..self.chunks.len() {
-            for i in 0..CHUNK {
+            for i in 0..self.chunks[c].len() {
                 let s = self.chunks[c][i];
                 if (s.meta >> TAG_SHIFT) & TAG_MASK != TAG_LONG {
                     continue;
@@ -241,7 +246,7 @@ impl Slots {
 
     /// Bytes of heap this storage holds.
     pub fn heap_bytes(&self) -> usize {
-        self.chunks.len() * std::mem::size_of::<[Slot; CHUNK]>()
+        self.chunks.len() * CHUNK * std::mem::size_of::<Slot>()
             + self.chunks.capacity() * std::mem::size_of::<usize>()
             + self.arena.capacity()
     }
