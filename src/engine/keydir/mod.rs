@@ -136,7 +136,12 @@ impl Builder {
         self.last_words = words;
         kd.add_totals(key, &e);
         let id = kd.slots.alloc(key);
-        kd.write_entry(id, 0, &e);
+        if e.expiry == 0 && e.segment.0 < SEGMENT_LIMIT {
+            // The common case, without the side tables' bookkeeping.
+            kd.slots.set(id, e.segment.0, e.offset, e.value_len, 0);
+        } else {
+            kd.write_entry(id, 0, &e);
+        }
         kd.order.push_back(&kd.slots, id);
     }
 
@@ -169,10 +174,14 @@ fn build_table(
 ) -> HashTable<u32> {
     let mut table = HashTable::with_capacity(n);
     let rehash = |&id: &u32| hash_key(hasher, slots.key(id));
-    let mut hashed: Vec<(u64, u32)> = order
-        .iter_from(Pos { block: 0, at: 0 })
-        .map(|id| (hash_key(hasher, slots.key(id)), id))
-        .collect();
+    // Sized up front: collecting from the order's iterator (no exact size)
+    // would copy the vector at every doubling.
+    let mut hashed: Vec<(u64, u32)> = Vec::with_capacity(n);
+    hashed.extend(
+        order
+            .iter_from(Pos { block: 0, at: 0 })
+            .map(|id| (hash_key(hasher, slots.key(id)), id)),
+    );
     // hashbrown's bucket count for `n`; were it different, only speed suffers.
     let buckets = (n.saturating_mul(8) / 7).max(16).next_power_of_two();
     let bits = buckets.trailing_zeros();
