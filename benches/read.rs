@@ -83,6 +83,8 @@ fn measured<T>(build: impl FnOnce() -> T) -> (T, usize) {
 }
 
 const VALUE_LEN: usize = 100;
+#[allow(clippy::cast_possible_truncation, reason = "100 fits")]
+const VALUE_LEN32: u32 = VALUE_LEN as u32;
 const PAGE: u64 = 1000;
 const TAG: u8 = b'k';
 
@@ -119,7 +121,7 @@ fn entry(i: u64) -> Entry {
     Entry {
         segment: SegmentId(1 + i % 7),
         offset: u32::try_from(i % (1 << 30)).unwrap(),
-        value_len: VALUE_LEN as u32,
+        value_len: VALUE_LEN32,
         expiry: 0,
     }
 }
@@ -146,7 +148,7 @@ fn keydir_gets(c: &mut Criterion, n: u64) {
     let (hash, hm_bytes) = measured(|| {
         let mut m: HashMap<Box<[u8]>, (u64, u32)> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
-            m.insert(Box::from(&k[..]), (i as u64, VALUE_LEN as u32));
+            m.insert(Box::from(&k[..]), (i as u64, VALUE_LEN32));
         }
         m
     });
@@ -186,7 +188,7 @@ fn keydir_gets(c: &mut Criterion, n: u64) {
             for _ in 0..iters {
                 let i = rng.below(n);
                 let e = keydir.get(&cold_key(i)).unwrap();
-                assert_eq!(e.value_len, VALUE_LEN as u32);
+                assert_eq!(e.value_len, VALUE_LEN32);
             }
             t0.elapsed()
         });
@@ -197,7 +199,7 @@ fn keydir_gets(c: &mut Criterion, n: u64) {
             for _ in 0..iters {
                 let i = rng.below(n);
                 let e = btree.get(KeySlice::new(&cold_key(i))).unwrap();
-                assert_eq!(e.value_len, VALUE_LEN as u32);
+                assert_eq!(e.value_len, VALUE_LEN32);
             }
             t0.elapsed()
         });
@@ -208,7 +210,7 @@ fn keydir_gets(c: &mut Criterion, n: u64) {
             for _ in 0..iters {
                 let i = rng.below(n);
                 let e = hash.get(&cold_key(i)[..]).unwrap();
-                assert_eq!(e.1, VALUE_LEN as u32);
+                assert_eq!(e.1, VALUE_LEN32);
             }
             t0.elapsed()
         });
@@ -233,7 +235,7 @@ impl NaiveLog {
             let key = cold_key(common::scattered(i, cold));
             let value = common::value_for(&key, VALUE_LEN);
             std::io::Write::write_all(&mut out, &value).unwrap();
-            index.insert(Box::from(&key[..]), (at, VALUE_LEN as u32));
+            index.insert(Box::from(&key[..]), (at, VALUE_LEN32));
             at += VALUE_LEN as u64;
         }
         std::io::Write::flush(&mut out).unwrap();

@@ -452,7 +452,7 @@ mod tests {
                     .map(|(i, &(k, put, expiry))| HintEntry {
                         kind: if put { RecordKind::Put } else { RecordKind::Tombstone },
                         expiry,
-                        offset: i as u32,
+                        offset: u32::try_from(i).unwrap_or(u32::MAX),
                         value_len: 1,
                         key: &keys[k as usize],
                     })
