@@ -15,6 +15,16 @@
 //! pages of 1000 keys after a random cold key, each page's count and last key
 //! checked.
 //!
+//! Beside the engine, a naive append log (a `HashMap` of key to value
+//! location, one `pread` per get: what a Bitcask's read path must beat) is
+//! read with the same keys and values.
+//!
+//! The keydir alone (group `keydir_get`): random hits on 1M 16-byte keys put
+//! in random order, in the keydir, in the B-tree map it replaced
+//! (`BTreeMap<Key, Entry>`) and in a `HashMap<Box<[u8]>, _>` (the naive log's
+//! index); and the heap bytes per key of each, measured with a counting
+//! global allocator and printed before timing.
+//!
 //! `cargo bench --no-default-features --bench read [-- FILTER]`. Under
 //! `cargo test --benches` each id runs once on 1000 cold and 100 hot keys.
 
@@ -22,14 +32,59 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use kvstore::engine::{Batch, Engine, Options, ScanEnd, SyncMode};
+use kvstore::engine::keydir::{Entry, Key, KeySlice, Keydir};
+use kvstore::engine::{Batch, Engine, Options, ScanEnd, SegmentId, SyncMode};
 
 use common::Rng;
 
+/// The system allocator, counting the bytes live: memory per key is the
+/// difference across building an index.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; only counts are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Builds something and returns it with the heap bytes it holds.
+fn measured<T>(build: impl FnOnce() -> T) -> (T, usize) {
+    let before = LIVE.load(Ordering::Relaxed);
+    let t = build();
+    (t, LIVE.load(Ordering::Relaxed).saturating_sub(before))
+}
+
 const VALUE_LEN: usize = 100;
+#[allow(clippy::cast_possible_truncation, reason = "100 fits")]
+const VALUE_LEN32: u32 = VALUE_LEN as u32;
 const PAGE: u64 = 1000;
 const TAG: u8 = b'k';
 
@@ -53,11 +108,149 @@ fn main() {
     let cold = common::scaled(1_000_000, 1000);
     let hot = common::scaled(10_000, 100);
     let dir = common::tempdir();
+    keydir_gets(&mut c, cold);
     let db = load(dir.path(), cold, hot);
-    gets(&mut c, &db, cold, hot);
+    let naive = NaiveLog::load(dir.path(), cold);
+    gets(&mut c, &db, &naive, cold, hot);
     scans(&mut c, &db, cold);
     db.close().unwrap();
     c.final_summary();
+}
+
+fn entry(i: u64) -> Entry {
+    Entry {
+        segment: SegmentId(1 + i % 7),
+        offset: u32::try_from(i % (1 << 30)).unwrap(),
+        value_len: VALUE_LEN32,
+        expiry: 0,
+    }
+}
+
+/// The three indexes side by side: memory per key, then random gets.
+fn keydir_gets(c: &mut Criterion, n: u64) {
+    let keys: Vec<[u8; common::KEY_LEN]> =
+        (0..n).map(|i| cold_key(common::scattered(i, n))).collect();
+    let per_key = |bytes: usize| bytes as f64 / n as f64;
+    let (keydir, kd_bytes) = measured(|| {
+        let mut kd = Keydir::default();
+        for (i, k) in keys.iter().enumerate() {
+            kd.insert(k, entry(i as u64));
+        }
+        kd
+    });
+    let (btree, bt_bytes) = measured(|| {
+        let mut m = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            m.insert(Key::from_slice(k), entry(i as u64));
+        }
+        m
+    });
+    let (hash, hm_bytes) = measured(|| {
+        let mut m: HashMap<Box<[u8]>, (u64, u32)> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            m.insert(Box::from(&k[..]), (i as u64, VALUE_LEN32));
+        }
+        m
+    });
+    let mut sorted: Vec<(Key, Entry)> = keydir
+        .iter()
+        .map(|(k, e)| (Key::from_slice(k), e))
+        .collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let t0 = Instant::now();
+    let (built, built_bytes) = measured(|| Keydir::from_sorted(sorted.clone()));
+    let built_in = t0.elapsed();
+    let t0 = Instant::now();
+    let (old_built, old_built_bytes) =
+        measured(|| sorted.clone().into_iter().collect::<BTreeMap<Key, Entry>>());
+    let old_built_in = t0.elapsed();
+    println!(
+        "keydir memory, {n} 16-byte keys: random puts {:.1} B/key (B-tree map it replaced {:.1}, \
+         naive HashMap<Box<[u8]>> {:.1}); built sorted {:.1} B/key in {built_in:.2?} \
+         (B-tree map {:.1} B/key in {old_built_in:.2?}); Keydir::heap_bytes says {:.1}",
+        per_key(kd_bytes),
+        per_key(bt_bytes),
+        per_key(hm_bytes),
+        per_key(built_bytes),
+        per_key(old_built_bytes),
+        per_key(keydir.heap_bytes()),
+    );
+    assert!(built.iter().eq(keydir.iter()));
+    assert_eq!(old_built.len(), built.len());
+    drop((built, old_built, sorted));
+
+    let mut group = c.benchmark_group("keydir_get");
+    group.throughput(Throughput::Elements(1));
+    let mut rng = Rng::new(11);
+    group.bench_function("keydir", |b| {
+        b.iter_custom(|iters| {
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                let i = rng.below(n);
+                let e = keydir.get(&cold_key(i)).unwrap();
+                assert_eq!(e.value_len, VALUE_LEN32);
+            }
+            t0.elapsed()
+        });
+    });
+    group.bench_function("btree_map_before", |b| {
+        b.iter_custom(|iters| {
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                let i = rng.below(n);
+                let e = btree.get(KeySlice::new(&cold_key(i))).unwrap();
+                assert_eq!(e.value_len, VALUE_LEN32);
+            }
+            t0.elapsed()
+        });
+    });
+    group.bench_function("naive_hashmap", |b| {
+        b.iter_custom(|iters| {
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                let i = rng.below(n);
+                let e = hash.get(&cold_key(i)[..]).unwrap();
+                assert_eq!(e.1, VALUE_LEN32);
+            }
+            t0.elapsed()
+        });
+    });
+    group.finish();
+}
+
+/// The naive append log's read path over the cold keys: one file of values,
+/// a `HashMap` from key to (offset, length), a `pread` per get.
+struct NaiveLog {
+    file: std::fs::File,
+    index: HashMap<Box<[u8]>, (u64, u32)>,
+}
+
+impl NaiveLog {
+    fn load(dir: &std::path::Path, cold: u64) -> NaiveLog {
+        let path = dir.join("naive.log");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut index = HashMap::new();
+        let mut at = 0u64;
+        for i in 0..cold {
+            let key = cold_key(common::scattered(i, cold));
+            let value = common::value_for(&key, VALUE_LEN);
+            std::io::Write::write_all(&mut out, &value).unwrap();
+            index.insert(Box::from(&key[..]), (at, VALUE_LEN32));
+            at += VALUE_LEN as u64;
+        }
+        std::io::Write::flush(&mut out).unwrap();
+        NaiveLog {
+            file: std::fs::File::open(&path).unwrap(),
+            index,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let &(at, len) = self.index.get(key)?;
+        let mut v = vec![0; len as usize];
+        self.file.read_exact_at(&mut v, at).unwrap();
+        Some(v)
+    }
 }
 
 /// Loads `cold` sealed keys and `hot` keys that all sit in `wal.log`.
@@ -121,7 +314,7 @@ fn check(db: &Engine, key: &[u8]) {
     }
 }
 
-fn gets(c: &mut Criterion, db: &Engine, cold: u64, hot: u64) {
+fn gets(c: &mut Criterion, db: &Engine, naive: &NaiveLog, cold: u64, hot: u64) {
     let mut group = c.benchmark_group("get");
     group.throughput(Throughput::Elements(1));
     type Case<'a> = (
@@ -163,6 +356,18 @@ fn gets(c: &mut Criterion, db: &Engine, cold: u64, hot: u64) {
             });
         });
     }
+    let mut rng = Rng::new(1);
+    group.bench_function("naive_log_sealed_hit", |b| {
+        b.iter_custom(|iters| {
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                let key = cold_key(rng.below(cold));
+                let v = naive.get(&key).unwrap();
+                assert!(v.len() == VALUE_LEN && v[..key.len()] == key);
+            }
+            t0.elapsed()
+        });
+    });
     group.finish();
 }
 

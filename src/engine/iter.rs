@@ -163,7 +163,7 @@ impl Iter {
                 if e.is_expired(now) {
                     continue;
                 }
-                entries.push((Key::from_slice(k), *e));
+                entries.push((Key::from_slice(k), e));
                 if entries.len() == CHUNK {
                     break;
                 }

@@ -678,3 +678,122 @@ fn random_damage_to_any_file_never_panics_or_returns_wrong_data() {
         })
         .unwrap();
 }
+
+/// Sealed segments whose keys are overwritten, deleted and written again
+/// across and within segments, in an order unlike key order; returns what
+/// every live key must read.
+fn history_fixture(dir: &Path) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let (db, _) = Engine::open(dir, tiny()).unwrap();
+    let mut model = std::collections::BTreeMap::new();
+    for round in 0..4u8 {
+        for i in (0..150).rev() {
+            let k = key(i);
+            if (i + usize::from(round)) % 5 == 0 {
+                db.delete(&k).unwrap();
+                model.remove(&k);
+            } else {
+                let mut v = value_of(&k);
+                v.push(b'0' + round);
+                db.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+            if i % 10 == 0 {
+                // The same key twice in a row: both records in one segment.
+                let hot = key(1000 + i / 10);
+                for n in 0..2u8 {
+                    let mut v = value_of(&hot);
+                    v.extend_from_slice(&[round, n]);
+                    db.put(&hot, &v).unwrap();
+                    model.insert(hot.clone(), v);
+                }
+            }
+        }
+    }
+    db.close().unwrap();
+    assert!(sealed_segments(dir).len() >= 6, "fixture should rotate");
+    model
+}
+
+fn assert_reads(db: &Engine, model: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>) {
+    for i in (0..150).chain(1000..1015) {
+        assert_eq!(
+            db.get(&key(i)).unwrap().as_ref(),
+            model.get(&key(i)),
+            "key {i}"
+        );
+    }
+    let listed = db.scan_prefix(b"", None, usize::MAX);
+    assert_eq!(listed, model.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(db.stats().live_keys, model.len() as u64);
+}
+
+/// Rewrites `hint` as a build without SORTED would have: entries unflagged,
+/// in reverse order; `flag` then sets the flags byte anyway (a lie).
+fn rewrite_hint_unsorted(hint: &Path, flag: u8) {
+    use kvstore::engine::format::hint::{Hint, HintWriter};
+    let bytes = std::fs::read(hint).unwrap();
+    let parsed = Hint::parse(&bytes).unwrap();
+    let mut entries = Vec::new();
+    parsed.for_each(|e| entries.push(e)).unwrap();
+    let mut w = HintWriter::new(parsed.segment, parsed.segment_len);
+    for e in entries.iter().rev() {
+        w.push(e);
+    }
+    let mut out = w.finish();
+    out[11] = flag;
+    let end = out.len() - 4;
+    let crc = crc32fast::hash(&out[..end]);
+    out[end..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(hint, out).unwrap();
+}
+
+#[test]
+fn sealed_hints_are_key_sorted_and_open_merges_them_newest_first() {
+    use kvstore::engine::format::hint::Hint;
+    let d = tempfile::tempdir().unwrap();
+    let model = history_fixture(d.path());
+    for seg in sealed_segments(d.path()) {
+        let bytes = std::fs::read(hint_of(&seg)).unwrap();
+        assert!(
+            Hint::parse(&bytes).unwrap().is_sorted(),
+            "{}",
+            seg.display()
+        );
+    }
+    let (db, report) = Engine::open(d.path(), tiny()).unwrap();
+    assert_eq!(report.hints_used, report.segments, "{report:?}");
+    assert_reads(&db, &model);
+    db.close().unwrap();
+    // The same state when every segment is scanned instead.
+    let scanned = tempfile::tempdir().unwrap();
+    copy_dir(d.path(), scanned.path());
+    for seg in sealed_segments(scanned.path()) {
+        std::fs::remove_file(hint_of(&seg)).unwrap();
+    }
+    let (db, report) = Engine::open(scanned.path(), tiny()).unwrap();
+    assert_eq!(report.hints_used, 0, "{report:?}");
+    assert_reads(&db, &model);
+}
+
+#[test]
+fn hints_of_an_older_build_in_segment_order_are_still_used() {
+    let d = tempfile::tempdir().unwrap();
+    let model = history_fixture(d.path());
+    for seg in sealed_segments(d.path()) {
+        rewrite_hint_unsorted(&hint_of(&seg), 0);
+    }
+    let (db, report) = Engine::open(d.path(), tiny()).unwrap();
+    assert_eq!(report.hints_used, report.segments, "{report:?}");
+    assert_reads(&db, &model);
+}
+
+#[test]
+fn a_hint_flagged_sorted_whose_keys_are_not_is_ignored_and_the_segment_scanned() {
+    let d = tempfile::tempdir().unwrap();
+    let model = history_fixture(d.path());
+    let segs = sealed_segments(d.path());
+    rewrite_hint_unsorted(&hint_of(&segs[2]), 1);
+    let (db, report) = Engine::open(d.path(), tiny()).unwrap();
+    assert_eq!(report.hints_used, report.segments - 1, "{report:?}");
+    assert_reads(&db, &model);
+}

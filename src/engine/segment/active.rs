@@ -271,11 +271,12 @@ pub enum RotateError {
     NoWal(Error),
 }
 
-/// Builds the hint of a segment from its bytes (which decode cleanly).
+/// Builds the hint of a segment from its bytes (which decode cleanly), sorted
+/// by key so that open can merge it without sorting.
 pub fn build_hint(id: SegmentId, bytes: &[u8]) -> Vec<u8> {
-    let mut hint = HintWriter::new(id, bytes.len() as u64);
+    let mut entries = Vec::new();
     scan(bytes, FILE_HEADER_LEN, OnDamage::Resync, |offset, rec| {
-        hint.push(&HintEntry {
+        entries.push(HintEntry {
             kind: rec.kind,
             expiry: rec.expiry,
             offset,
@@ -283,7 +284,7 @@ pub fn build_hint(id: SegmentId, bytes: &[u8]) -> Vec<u8> {
             key: rec.key,
         });
     });
-    hint.finish()
+    HintWriter::sorted(id, bytes.len() as u64, entries)
 }
 
 /// Step 3 of sealing (and of compaction): writes a hint file atomically.
