@@ -62,12 +62,10 @@ fn main() {
 
 /// Loads `cold` sealed keys and `hot` keys that all sit in `wal.log`.
 fn load(dir: &std::path::Path, cold: u64, hot: u64) -> Engine {
-    let opts = Options {
-        segment_bytes: 4 << 20,
-        sync: SyncMode::Never,
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_segment_bytes(4 << 20)
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false);
     let (db, _) = Engine::open(dir, opts).unwrap();
     let t0 = Instant::now();
     put_all(&db, (0..cold).map(|i| cold_key(common::scattered(i, cold))));

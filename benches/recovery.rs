@@ -30,12 +30,10 @@ const VALUE_LEN: usize = 100;
 fn main() {
     let mut c = common::criterion(Duration::from_secs(1), Duration::from_secs(8), 10);
     let keys = common::scaled(1_000_000, 1000);
-    let opts = Options {
-        segment_bytes: common::scaled(8 << 20, 4096),
-        sync: SyncMode::Never,
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_segment_bytes(common::scaled(8 << 20, 4096))
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false);
     let hinted = common::tempdir();
     fill(hinted.path(), &opts, keys);
     let scanned = common::tempdir();

@@ -53,11 +53,9 @@ fn puts(c: &mut Criterion) {
             for threads in THREADS {
                 let id = format!("{size}/{threads}_threads");
                 let dir = common::tempdir();
-                let opts = Options {
-                    sync,
-                    background_compaction: false,
-                    ..Options::default()
-                };
+                let opts = Options::default()
+                    .with_sync(sync)
+                    .with_background_compaction(false);
                 let (db, _) = Engine::open(dir.path(), opts).unwrap();
                 let pool = Pool::new(threads, put_job(&db, value_len, keyspace));
                 let before = db.stats();

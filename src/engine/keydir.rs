@@ -190,6 +190,10 @@ impl Keydir {
     }
 
     /// True when there is no entry.
+    #[allow(
+        dead_code,
+        reason = "was public API; kept for its owner to use or remove"
+    )]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -241,6 +245,10 @@ impl Keydir {
     }
 
     /// Visits every entry in key order.
+    #[allow(
+        dead_code,
+        reason = "was public API; kept for its owner to use or remove"
+    )]
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
         self.map.iter().map(|(k, e)| (&**k, e))
     }

@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod basic;
-mod common;
 mod compaction;
 mod compaction_steps;
 mod concurrency;

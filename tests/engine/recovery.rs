@@ -8,14 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kvstore::engine::__test_support::record::{self, RecordKind};
+use kvstore::engine::__test_support::{DecodeError, FILE_HEADER_LEN, MAGIC};
 use kvstore::engine::clock::ManualClock;
-use kvstore::engine::format::record::{self, RecordKind};
-use kvstore::engine::format::{DecodeError, FILE_HEADER_LEN, MAGIC};
 use kvstore::engine::{Batch, Engine, Error, Options, SegmentId, SyncMode};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::common::tiny;
+use super::support::tiny;
 use super::support::{
     append, copy_dir, data_files, find, flip, hint_of, overwrite, sealed_segments, truncate,
 };
@@ -299,10 +299,7 @@ const LEGACY: &str = r#"{"op":"set","key":"plain","value":{"x": [1, 2.50]},"time
 "#;
 
 fn legacy_options(clock: &ManualClock) -> Options {
-    Options {
-        clock: Arc::new(clock.clone()),
-        ..Options::default()
-    }
+    Options::default().with_clock(Arc::new(clock.clone()))
 }
 
 fn get_str(db: &Engine, k: &str) -> Option<String> {
@@ -437,10 +434,7 @@ fn a_legacy_wal_with_a_bad_middle_line_is_refused_and_left_untouched() {
 fn a_legacy_wal_without_a_decoder_is_refused_and_left_untouched() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(wal(d.path()), LEGACY).unwrap();
-    let opts = Options {
-        legacy_decoder: None,
-        ..Options::default()
-    };
+    let opts = Options::default().with_legacy_decoder(None);
     let err = Engine::open(d.path(), opts).unwrap_err();
     assert!(matches!(err, Error::LegacyWithoutDecoder { .. }), "{err:?}");
     assert_eq!(std::fs::read(wal(d.path())).unwrap(), LEGACY.as_bytes());
@@ -624,10 +618,7 @@ fn apply_damage(path: &Path, d: &Damage) {
 #[test]
 fn random_damage_to_any_file_never_panics_or_returns_wrong_data() {
     let pristine = tempfile::tempdir().unwrap();
-    let opts = || Options {
-        sync: SyncMode::Never,
-        ..tiny()
-    };
+    let opts = || tiny().with_sync(SyncMode::Never);
     {
         let (db, _) = Engine::open(pristine.path(), opts()).unwrap();
         for i in 0..150 {

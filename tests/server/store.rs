@@ -80,10 +80,7 @@ async fn concurrent_creates_of_one_key_let_exactly_one_win() {
     // window in which an unlocked check would still see the key absent.
     let s = start_on(
         ServerConfig::default(),
-        Options {
-            sync: SyncMode::Always,
-            ..Options::default()
-        },
+        Options::default().with_sync(SyncMode::Always),
     )
     .await;
     let bodies: Vec<String> = (0..16)

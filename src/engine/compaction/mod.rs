@@ -58,7 +58,6 @@ use super::segment::sealed::SealedSegment;
 use super::stats::Counters;
 use super::{Engine, SegmentId, Shared};
 
-pub use manifest::MANIFEST;
 pub(crate) use manifest::recover;
 use output::Move;
 use plan::Step;
@@ -70,6 +69,7 @@ const SWAP_CHUNK: usize = KEYDIR_CHUNK;
 
 /// What one compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompactionReport {
     /// Disk bytes freed (inputs' size minus outputs' size).
     pub reclaimed_bytes: u64,
@@ -221,10 +221,7 @@ impl Shared {
 }
 
 fn too_many(reason: &'static str) -> Error {
-    Error::InvalidOption {
-        name: "compaction",
-        reason,
-    }
+    Error::CompactionTooLarge { reason }
 }
 
 fn elapsed_ms(started: Instant) -> u64 {

@@ -194,6 +194,10 @@ impl<'a> Hint<'a> {
     }
 
     /// True when the hint indexes no record.
+    #[allow(
+        dead_code,
+        reason = "was public API; kept for its owner to use or remove"
+    )]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

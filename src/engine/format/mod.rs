@@ -1,15 +1,15 @@
-//! Byte layouts of every file the engine writes, and the names those files carry.
+//! Byte layouts of every file the engine writes (their names are in `dir`).
 //!
 //! Everything here is pure: encoders append to a `Vec<u8>`, decoders take a byte
 //! slice and never trust a length they read — a length that does not fit the slice
 //! is reported as [`DecodeError`], never used to allocate or index. DESIGN.md draws
 //! each layout byte by byte; the constants below are the single source of truth.
 
-pub mod hint;
+pub(crate) mod hint;
 pub mod record;
 
-/// Identifies a kvstore data file; the first eight bytes of every segment and hint file.
-pub const MAGIC: [u8; 8] = *b"KVSTORE\0";
+/// Kept here too: every layout below starts with it.
+pub use super::dir::MAGIC;
 /// Version of the segment and hint formats this build reads and writes.
 pub const FORMAT_VERSION: u16 = 1;
 /// Bytes of the header that starts every segment and hint file.

@@ -97,7 +97,8 @@ fn make_segment(
     file.allocate(capacity)
         .map_err(|e| Error::io("allocating", path, e))?;
     file.sync().map_err(|e| Error::io("syncing", path, e))?;
-    let cap = usize::try_from(capacity).map_err(|_| Error::BatchTooLarge {
+    let cap = usize::try_from(capacity).map_err(|_| Error::OffsetOverflow {
+        what: "a segment's capacity",
         len: capacity,
         max: usize::MAX as u64,
     })?;
@@ -157,7 +158,8 @@ impl ActiveSegment {
         file.sync().map_err(|e| Error::io("syncing", &path, e))?;
         let (len, cap) = (usize::try_from(len), usize::try_from(capacity));
         let (Ok(len), Ok(cap)) = (len, cap) else {
-            return Err(Error::BatchTooLarge {
+            return Err(Error::OffsetOverflow {
+                what: "a segment's capacity",
                 len: capacity,
                 max: usize::MAX as u64,
             });
@@ -232,6 +234,10 @@ impl ActiveSegment {
     }
 
     /// The file path.
+    #[allow(
+        dead_code,
+        reason = "was public API; kept for its owner to use or remove"
+    )]
     pub fn path(&self) -> &Path {
         self.memtable.path()
     }
@@ -245,9 +251,12 @@ impl ActiveSegment {
                 max: self.room(),
             });
         }
+        #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
         // SAFETY: this handle is the memtable's only appender (it is created
         // with it and never cloned), and the bytes fit, checked above.
-        unsafe { self.memtable.append(bytes) };
+        unsafe {
+            self.memtable.append(bytes)
+        };
         // Without fsyncs (sync never / periodic) a full wal.log would leave all
         // of its bytes to the fsync that seals it: start their writeback as they
         // come. Skipped if a sync holds the file: that sync writes them anyway.
