@@ -283,52 +283,28 @@ mod tests {
         let cases: Vec<(&str, Options)> = vec![
             (
                 "segment_bytes",
-                Options {
-                    segment_bytes: MIN_SEGMENT_BYTES - 1,
-                    ..Options::default()
-                },
+                Options::default().with_segment_bytes(MIN_SEGMENT_BYTES - 1),
             ),
-            (
-                "max_key_bytes",
-                Options {
-                    max_key_bytes: 0,
-                    ..Options::default()
-                },
-            ),
+            ("max_key_bytes", Options::default().with_max_key_bytes(0)),
             (
                 "sync",
-                Options {
-                    sync: SyncMode::Periodic(Duration::ZERO),
-                    ..Options::default()
-                },
+                Options::default().with_sync(SyncMode::Periodic(Duration::ZERO)),
             ),
             (
                 "compaction_ratio",
-                Options {
-                    compaction_ratio: 0.0,
-                    ..Options::default()
-                },
+                Options::default().with_compaction_ratio(0.0),
             ),
             (
                 "compaction_threads",
-                Options {
-                    compaction_threads: 0,
-                    ..Options::default()
-                },
+                Options::default().with_compaction_threads(0),
             ),
             (
                 "compaction_step_segments",
-                Options {
-                    compaction_step_segments: 0,
-                    ..Options::default()
-                },
+                Options::default().with_compaction_step_segments(0),
             ),
             (
                 "expiry_sweep_interval",
-                Options {
-                    expiry_sweep_interval: Duration::ZERO,
-                    ..Options::default()
-                },
+                Options::default().with_expiry_sweep_interval(Duration::ZERO),
             ),
         ];
         for (want, opts) in cases {

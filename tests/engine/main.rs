@@ -11,4 +11,5 @@ mod model;
 mod readonly;
 mod recovery;
 mod support;
+mod surface;
 mod ttl;

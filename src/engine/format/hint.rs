@@ -19,6 +19,11 @@
 //! A hint is trusted only whole: magic, version, segment id, segment length and
 //! the trailing checksum must all match, otherwise recovery scans the segment.
 
+#![allow(
+    clippy::indexing_slicing,
+    reason = "bounds checked before each access; left to the hint file's owner to convert"
+)]
+
 use super::record::{KEY_LEN_LIMIT, RecordKind};
 use super::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind, read_u32, read_u64};
 use crate::engine::SegmentId;

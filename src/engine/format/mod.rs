@@ -5,6 +5,11 @@
 //! is reported as [`DecodeError`], never used to allocate or index. DESIGN.md draws
 //! each layout byte by byte; the constants below are the single source of truth.
 
+// Bytes here come from disk: a slice index is a panic waiting for a damaged
+// file, so every access is checked (`get`) and this is enforced (unit tests,
+// which build their own bytes, may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 pub(crate) mod hint;
 pub mod record;
 
@@ -86,7 +91,7 @@ impl FileHeader {
 
     /// Decodes and checks a header at the start of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<FileHeader, DecodeError> {
-        let header = bytes.get(..FILE_HEADER_LEN).ok_or(DecodeError::Truncated {
+        let header: &[u8; FILE_HEADER_LEN] = bytes.first_chunk().ok_or(DecodeError::Truncated {
             needed: FILE_HEADER_LEN,
             available: bytes.len(),
         })?;
@@ -112,18 +117,22 @@ impl FileHeader {
     }
 }
 
-/// Reads a little-endian u32 at `at`; the caller has checked the bounds.
+/// Reads a little-endian u32 at `at`; the caller has checked the bounds
+/// (out of them it reads 0 rather than panic).
 pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(b)
+    bytes
+        .get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .map_or(0, |b| u32::from_le_bytes(*b))
 }
 
-/// Reads a little-endian u64 at `at`; the caller has checked the bounds.
+/// Reads a little-endian u64 at `at`; the caller has checked the bounds
+/// (out of them it reads 0 rather than panic).
 pub(crate) fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(b)
+    bytes
+        .get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .map_or(0, |b| u64::from_le_bytes(*b))
 }
 
 #[cfg(test)]
