@@ -326,6 +326,7 @@ fn assert_legacy_state(db: &Engine) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_legacy_json_lines_wal_is_migrated_once_and_kept_byte_for_byte() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(wal(d.path()), LEGACY).unwrap();
@@ -360,6 +361,7 @@ fn a_legacy_json_lines_wal_is_migrated_once_and_kept_byte_for_byte() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_migration_interrupted_before_the_backup_starts_over() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(wal(d.path()), LEGACY).unwrap();
@@ -376,6 +378,7 @@ fn a_migration_interrupted_before_the_backup_starts_over() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_migration_interrupted_after_the_backup_is_finished() {
     // A finished migration elsewhere gives the converted file.
     let done = tempfile::tempdir().unwrap();
@@ -397,6 +400,7 @@ fn a_migration_interrupted_after_the_backup_is_finished() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_legacy_wal_whose_last_line_is_torn_migrates_the_lines_before_it() {
     let d = tempfile::tempdir().unwrap();
     let text = concat!(
@@ -419,6 +423,7 @@ fn a_legacy_wal_whose_last_line_is_torn_migrates_the_lines_before_it() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_legacy_wal_with_a_bad_middle_line_is_refused_and_left_untouched() {
     let d = tempfile::tempdir().unwrap();
     let text =
