@@ -41,10 +41,7 @@ impl KeySlice {
     }
 
     /// The key's bytes.
-    #[allow(
-        dead_code,
-        reason = "was public API; kept for its owner to use or remove"
-    )]
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -190,10 +190,7 @@ impl Keydir {
     }
 
     /// True when there is no entry.
-    #[allow(
-        dead_code,
-        reason = "was public API; kept for its owner to use or remove"
-    )]
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -245,10 +242,7 @@ impl Keydir {
     }
 
     /// Visits every entry in key order.
-    #[allow(
-        dead_code,
-        reason = "was public API; kept for its owner to use or remove"
-    )]
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
         self.map.iter().map(|(k, e)| (&**k, e))
     }

@@ -158,10 +158,7 @@ impl Memtable {
     }
 
     /// Runs `f` over the records written so far.
-    #[allow(
-        dead_code,
-        reason = "was public API; kept for its owner to use or remove"
-    )]
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         f(self.bytes())
     }

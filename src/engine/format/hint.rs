@@ -19,10 +19,7 @@
 //! A hint is trusted only whole: magic, version, segment id, segment length and
 //! the trailing checksum must all match, otherwise recovery scans the segment.
 
-#![allow(
-    clippy::indexing_slicing,
-    reason = "bounds checked before each access; left to the hint file's owner to convert"
-)]
+#![allow(clippy::indexing_slicing)] // Bounds are checked first; the owner may convert.
 
 use super::record::{KEY_LEN_LIMIT, RecordKind};
 use super::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind, read_u32, read_u64};
@@ -199,10 +196,7 @@ impl<'a> Hint<'a> {
     }
 
     /// True when the hint indexes no record.
-    #[allow(
-        dead_code,
-        reason = "was public API; kept for its owner to use or remove"
-    )]
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

@@ -234,16 +234,14 @@ impl ActiveSegment {
     }
 
     /// The file path.
-    #[allow(
-        dead_code,
-        reason = "was public API; kept for its owner to use or remove"
-    )]
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn path(&self) -> &Path {
         self.memtable.path()
     }
 
     /// Appends encoded records: a copy into the mapping, no system call.
     /// The caller made room ([`room`](Self::room)).
+    #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
     pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
         if bytes.len() as u64 > self.room() {
             return Err(Error::BatchTooLarge {
@@ -251,12 +249,9 @@ impl ActiveSegment {
                 max: self.room(),
             });
         }
-        #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
         // SAFETY: this handle is the memtable's only appender (it is created
         // with it and never cloned), and the bytes fit, checked above.
-        unsafe {
-            self.memtable.append(bytes)
-        };
+        unsafe { self.memtable.append(bytes) };
         // Without fsyncs (sync never / periodic) a full wal.log would leave all
         // of its bytes to the fsync that seals it: start their writeback as they
         // come. Skipped if a sync holds the file: that sync writes them anyway.
