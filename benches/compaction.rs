@@ -71,17 +71,16 @@ fn main() {
         (2_000, 2_000)
     };
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        sync: SyncMode::Never,
-        segment_bytes: if bench { 64 << 20 } else { 64 << 10 },
-        background_compaction: false,
-        // COMPACTION_THREADS=1 compares against the default (2).
-        compaction_threads: std::env::var("COMPACTION_THREADS")
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(Options::default().compaction_threads),
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_sync(SyncMode::Never)
+        .with_segment_bytes(if bench { 64 << 20 } else { 64 << 10 })
+        .with_background_compaction(false)
+        .with_compaction_threads(
+            std::env::var("COMPACTION_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(Options::default().compaction_threads),
+        );
     let (db, _) = Engine::open(dir.path(), opts).unwrap();
 
     // Throughput: 1M keys overwritten two and a half times, then one compaction.

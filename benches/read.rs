@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use kvstore::engine::keydir::{Entry, Key, KeySlice, Keydir};
+use kvstore::engine::__test_support::{Entry, Key, KeySlice, Keydir};
 use kvstore::engine::{Batch, Engine, Options, ScanEnd, SegmentId, SyncMode};
 
 use common::Rng;
@@ -51,6 +51,10 @@ struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is forwarded to `System` unchanged; only counts are added.
+#[allow(
+    unsafe_code,
+    reason = "a counting global allocator is an unsafe trait impl"
+)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size(), Ordering::Relaxed);
@@ -255,12 +259,10 @@ impl NaiveLog {
 
 /// Loads `cold` sealed keys and `hot` keys that all sit in `wal.log`.
 fn load(dir: &std::path::Path, cold: u64, hot: u64) -> Engine {
-    let opts = Options {
-        segment_bytes: 4 << 20,
-        sync: SyncMode::Never,
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_segment_bytes(4 << 20)
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false);
     let (db, _) = Engine::open(dir, opts).unwrap();
     let t0 = Instant::now();
     put_all(&db, (0..cold).map(|i| cold_key(common::scattered(i, cold))));

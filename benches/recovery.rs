@@ -35,12 +35,10 @@ const VALUE_LEN: usize = 100;
 fn main() {
     let mut c = common::criterion(Duration::from_secs(1), Duration::from_secs(8), 10);
     let keys = common::scaled(1_000_000, 1000);
-    let opts = Options {
-        segment_bytes: common::scaled(8 << 20, 4096),
-        sync: SyncMode::Never,
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_segment_bytes(common::scaled(8 << 20, 4096))
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false);
     let hinted = common::tempdir();
     fill(hinted.path(), &opts, keys);
     let scanned = common::tempdir();
@@ -98,6 +96,7 @@ fn thread_cpu() -> Duration {
         tv_nsec: 0,
     };
     // SAFETY: `t` is a valid timespec for the call to fill in.
+    #[allow(unsafe_code, reason = "a thread's CPU clock has no std wrapper")]
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
     assert_eq!(rc, 0, "clock_gettime");
     Duration::new(

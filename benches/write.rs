@@ -69,11 +69,9 @@ fn puts(c: &mut Criterion) {
             for threads in THREADS {
                 let id = format!("{size}/{threads}_threads");
                 let dir = common::tempdir();
-                let opts = Options {
-                    sync,
-                    background_compaction: false,
-                    ..Options::default()
-                };
+                let opts = Options::default()
+                    .with_sync(sync)
+                    .with_background_compaction(false);
                 let (db, _) = Engine::open(dir.path(), opts).unwrap();
                 let pool = Pool::new(threads, put_job(&db, value_len, keyspace));
                 let before = db.stats();
@@ -127,11 +125,9 @@ fn tail_latency() {
     let puts = common::scaled(10_000_000, 10_000);
     let keyspace = common::scaled(1 << 20, 1000);
     let dir = common::tempdir();
-    let opts = Options {
-        sync: SyncMode::Never,
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false);
     let (db, _) = Engine::open(dir.path(), opts).unwrap();
     let mut value = common::value_for(&common::key(b'k', 0), 100);
     let kv = timed_puts(puts, keyspace, &mut value, |key, value| {

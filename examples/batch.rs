@@ -1,7 +1,7 @@
 //! Batches: several operations applied atomically — written behind one batch
 //! marker, published at once, acknowledged together — with gets that see the
 //! batch's own earlier writes. Also `submit`, which queues a batch and returns
-//! a `Pending` to wait on (or `.await`), and group commit across threads.
+//! a `PendingWrite` to wait on (or `.await`), and group commit across threads.
 //!
 //! `cargo run --example batch --no-default-features`
 

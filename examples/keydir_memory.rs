@@ -43,12 +43,10 @@ fn main() {
 }
 
 fn options() -> Options {
-    Options {
-        segment_bytes: 4 << 20,
-        sync: SyncMode::Never,
-        background_compaction: false,
-        ..Options::default()
-    }
+    Options::default()
+        .with_segment_bytes(4 << 20)
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false)
 }
 
 fn insert(dir: &Path, keys: u64) {

@@ -21,11 +21,9 @@ fn main() {
 /// files, and the next open loads the hints instead of scanning.
 fn segments_rotate() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        segment_bytes: 64 << 10,
-        sync: SyncMode::Never,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_segment_bytes(64 << 10)
+        .with_sync(SyncMode::Never);
     let (db, _) = Engine::open(dir.path(), opts.clone()).unwrap();
     let value = [7u8; 1000];
     for i in 0..500u32 {
@@ -66,10 +64,7 @@ fn sync_modes() {
         SyncMode::Never,
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options {
-            sync,
-            ..Options::default()
-        };
+        let opts = Options::default().with_sync(sync);
         let (db, _) = Engine::open(dir.path(), opts).unwrap();
         for i in 0..20u32 {
             db.put(&i.to_be_bytes(), b"v").unwrap();
@@ -91,11 +86,9 @@ fn sync_modes() {
 /// Keys and values longer than the limits are refused with a typed error.
 fn limits() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        max_key_bytes: 8,
-        max_value_bytes: 16,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_max_key_bytes(8)
+        .with_max_value_bytes(16);
     let (db, _) = Engine::open(dir.path(), opts).unwrap();
     db.put(b"12345678", b"0123456789abcdef").unwrap();
     let key_err = db.put(b"123456789", b"v").unwrap_err();
@@ -115,32 +108,17 @@ fn limits() {
 fn validation() {
     let dir = tempfile::tempdir().unwrap();
     for (bad, field) in [
+        (Options::default().with_segment_bytes(100), "segment_bytes"),
         (
-            Options {
-                segment_bytes: 100,
-                ..Options::default()
-            },
-            "segment_bytes",
-        ),
-        (
-            Options {
-                sync: SyncMode::Periodic(Duration::ZERO),
-                ..Options::default()
-            },
+            Options::default().with_sync(SyncMode::Periodic(Duration::ZERO)),
             "sync",
         ),
         (
-            Options {
-                compaction_ratio: 0.0,
-                ..Options::default()
-            },
+            Options::default().with_compaction_ratio(0.0),
             "compaction_ratio",
         ),
         (
-            Options {
-                compaction_threads: 0,
-                ..Options::default()
-            },
+            Options::default().with_compaction_threads(0),
             "compaction_threads",
         ),
     ] {

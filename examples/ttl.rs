@@ -15,10 +15,7 @@ use kvstore::engine::{Engine, Expiry, Options, Prior};
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
-    let opts = Options {
-        clock: Arc::new(clock.clone()),
-        ..Options::default()
-    };
+    let opts = Options::default().with_clock(Arc::new(clock.clone()));
     let (db, _) = Engine::open(dir.path(), opts.clone()).unwrap();
 
     db.put_with_ttl(b"session:1", b"token", Duration::from_secs(30))

@@ -15,8 +15,7 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
-use crate::engine::Expiry;
-use crate::engine::migrate::{LegacyDecoder, LegacyError, LegacyLog, LegacyOp};
+use crate::engine::{Expiry, LegacyDecoder, LegacyError, LegacyLog, LegacyOp};
 
 /// Decoder of the reference implementations' JSON-lines log.
 #[derive(Debug, Default, Clone, Copy)]

@@ -3,15 +3,21 @@
 //! - [`engine`]: the embeddable storage engine — append-only, CRC-checked segment
 //!   files, an in-memory ordered keydir, group commit, crash recovery, TTL,
 //!   atomic batches, prefix scans, compaction. No HTTP, no async runtime needed.
-//! - `server` (feature `server`, on by default): the HTTP JSON API over actix-web;
-//!   `cli`: the `kvstore` command line (serve, inspect, verify, compact, export, import).
+//! - `legacy` (feature `json-lines`, on by default): the decoder that migrates the
+//!   reference implementations' JSON-lines `wal.log`; the only JSON outside the server.
+//! - `server` (feature `server`, on by default): the HTTP JSON API over actix-web.
+//!   The `kvstore` command line (serve, inspect, verify, compact, export, import)
+//!   is the binary's own and no part of the library.
+//!
+//! With `default-features = false` the library is the engine alone: no JSON, no
+//! HTTP, no async runtime.
 //!
 //! ```
 //! # fn main() -> Result<(), kvstore::engine::Error> {
-//! use kvstore::engine::{Batch, Engine, OpResult, Options};
+//! use kvstore::engine::{Batch, Engine, OpResult, SyncMode};
 //!
 //! let dir = tempfile::tempdir().expect("temp dir");
-//! let (db, _report) = Engine::open(dir.path(), Options::default())?;
+//! let (db, _report) = Engine::builder(dir.path()).sync(SyncMode::Always).open()?;
 //! db.put(b"user:1", b"ada")?;
 //! let mut batch = Batch::new();
 //! batch.put(b"user:2", b"grace").get(b"user:2");
@@ -23,10 +29,10 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "unit tests fail loudly"))]
 
-#[cfg(feature = "server")]
-pub mod cli;
 pub mod engine;
-pub mod json;
+#[cfg(any(feature = "server", feature = "json-lines"))]
+mod json;
+#[cfg(feature = "json-lines")]
 pub mod legacy;
 #[cfg(feature = "server")]
 pub mod server;

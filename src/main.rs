@@ -2,11 +2,19 @@
 //! up logging, run, and decide the exit code: 0 success, 1 key not found,
 //! 2 usage, 3 any other failure. Every failure is one line on stderr.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "unit tests fail loudly"))]
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use kvstore::cli::{self, Cli, config};
+// The CLI is the binary's, not the library's: its modules reach the library
+// through these names, as they did when they lived inside it.
+use kvstore::{engine, server};
+
+mod cli;
+
+use cli::{Cli, config};
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();

@@ -56,6 +56,7 @@ fn group(main: bool, comm: &str) -> String {
 /// Each group's share of one core between `before` and `after`, `wall` apart,
 /// busiest first, e.g. `actix workers 152%, client 41%, kvstore-engine 4%`.
 pub fn shares(before: &Snapshot, after: &Snapshot, wall: Duration) -> String {
+    #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as f64 } else { 100.0 };

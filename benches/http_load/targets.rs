@@ -76,11 +76,9 @@ pub fn workers() -> usize {
 pub fn kvstore(sync: SyncMode) -> Target {
     let dir = crate::common::tempdir();
     let probe = Arc::new(FsyncProbe::default());
-    let opts = Options {
-        sync,
-        observer: Some(Arc::clone(&probe) as Arc<dyn Observer>),
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_sync(sync)
+        .with_observer(Arc::clone(&probe) as Arc<dyn Observer>);
     let (engine, _report) = Engine::open(dir.path(), opts).unwrap();
     let config = ServerConfig {
         host: "127.0.0.1".into(),

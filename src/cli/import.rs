@@ -13,8 +13,8 @@ use serde_json::value::RawValue;
 use super::progress::Progress;
 use super::{CliError, DirArgs};
 use crate::engine::{Batch, Engine, Options};
-use crate::json::minify;
 use crate::server::body::{present, ttl_seconds};
+use crate::server::minify;
 use crate::server::state::expiry_after;
 
 const BATCH: usize = 1000;
@@ -58,10 +58,7 @@ pub fn run(args: &ImportArgs) -> Result<ExitCode, CliError> {
         path: dir.clone(),
         source,
     })?;
-    let opts = Options {
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default().with_background_compaction(false);
     let (engine, _report) = Engine::open(dir, opts).map_err(super::engine_err(dir))?;
     let mut batches = vec![Batch::new()];
     let mut count = 0u64;

@@ -214,10 +214,7 @@ pub fn open_read_only(dir: &Path) -> Result<(Engine, RecoveryReport), CliError> 
 /// Opens an existing data directory for an offline subcommand that writes.
 pub fn open_existing(dir: &Path) -> Result<(Engine, RecoveryReport), CliError> {
     require_dir(dir)?;
-    let opts = Options {
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default().with_background_compaction(false);
     Engine::open(dir, opts).map_err(engine_err(dir))
 }
 

@@ -56,11 +56,6 @@ impl Progress {
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         self.0.suspend(f)
     }
-
-    /// Whether anything is drawn (stderr is a terminal).
-    pub fn is_visible(&self) -> bool {
-        !self.0.is_hidden()
-    }
 }
 
 impl Drop for Progress {

@@ -119,17 +119,15 @@ impl ServeArgs {
         )
         .map_err(|reason| invalid("--max-connections", &reason))?;
         let fsync = Arc::new(FsyncObserver::default());
-        let opts = Options {
-            sync,
-            segment_bytes: self.segment_bytes,
-            max_key_bytes: self.max_key_bytes,
-            max_value_bytes: self.max_body_bytes.max(16 << 20),
-            compaction_ratio: self.compaction_ratio,
-            compaction_min_bytes: self.compaction_min_bytes,
-            compaction_threads: self.compaction_threads,
-            observer: Some(fsync.clone()),
-            ..Options::default()
-        };
+        let opts = Options::default()
+            .with_sync(sync)
+            .with_segment_bytes(self.segment_bytes)
+            .with_max_key_bytes(self.max_key_bytes)
+            .with_max_value_bytes(self.max_body_bytes.max(16 << 20))
+            .with_compaction_ratio(self.compaction_ratio)
+            .with_compaction_min_bytes(self.compaction_min_bytes)
+            .with_compaction_threads(self.compaction_threads)
+            .with_observer(fsync.clone());
         opts.validate().map_err(|e| CliError::Invalid {
             flag: "option",
             reason: e.to_string(),

@@ -6,6 +6,10 @@
 
 use std::time::Duration;
 
+use super::Shared;
+use super::error::{Error, Result};
+use super::options::MAX_SEGMENT_BYTES;
+
 /// When a value stops being readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Expiry {
@@ -175,5 +179,49 @@ impl Batch {
 impl From<Vec<Op>> for Batch {
     fn from(ops: Vec<Op>) -> Batch {
         Batch { ops }
+    }
+}
+
+impl Shared {
+    /// Checks every operation of `batch` and that it fits one segment.
+    pub(crate) fn validate(&self, batch: &Batch) -> Result<()> {
+        for op in &batch.ops {
+            let value = match op {
+                Op::Put { value, .. } => Some(value.as_slice()),
+                _ => None,
+            };
+            self.validate_op(op.key(), value)?;
+        }
+        let size = super::writer::planned_size(&batch.ops) as u64;
+        if size > MAX_SEGMENT_BYTES {
+            return Err(Error::BatchTooLarge {
+                len: size,
+                max: MAX_SEGMENT_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks one key (and value, for a put) against the configured limits.
+    pub(crate) fn validate_op(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let max_key = self.opts.max_key_bytes;
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        if key.len() > max_key {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max: max_key,
+            });
+        }
+        if let Some(value) = value
+            && value.len() > self.opts.max_value_bytes
+        {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: self.opts.max_value_bytes,
+            });
+        }
+        Ok(())
     }
 }

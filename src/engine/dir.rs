@@ -1,15 +1,20 @@
-//! The data directory: every file name the engine uses, listing them, and the
-//! lock that keeps a directory to one engine at a time.
+//! The data directory: every file name and magic number the engine uses,
+//! listing them, and the lock that keeps a directory to one engine at a time.
+//! No other module spells a file name.
 //!
 //! ```text
 //! LOCK                      held (flock) while an engine has the directory open
 //! wal.log                   the active segment
 //! <id:016x>.seg             a sealed segment
 //! <id:016x>.hint            its hint file
+//! COMPACTION                the manifest of a compaction step being installed
 //! *.tmp                     a file being written; leftovers are removed at open
 //! wal.log.migrating         a legacy wal.log converted, not yet swapped in
 //! wal.log.legacy[.N].bak    the original legacy wal.log, kept byte for byte
 //! ```
+//!
+//! Segment and hint files start with [`MAGIC`] (their header's layout is in
+//! `format`); the manifest, a text file, with [`MANIFEST_HEADER`].
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -25,6 +30,14 @@ pub const LOCK: &str = "LOCK";
 pub const TMP_SUFFIX: &str = ".tmp";
 /// A converted legacy log awaiting its swap into `wal.log`.
 pub const MIGRATING: &str = "wal.log.migrating";
+/// The manifest of a compaction step being installed: its inputs and outputs.
+pub const MANIFEST: &str = "COMPACTION";
+/// The first line of a manifest, naming its version.
+pub const MANIFEST_HEADER: &str = "kvstore compaction manifest v1";
+/// The first bytes of every segment and hint file.
+pub const MAGIC: [u8; 8] = *b"KVSTORE\0";
+const LEGACY_BACKUP: &str = "wal.log.legacy";
+const BACKUP_EXT: &str = "bak";
 const SEG_EXT: &str = "seg";
 const HINT_EXT: &str = "hint";
 
@@ -47,12 +60,12 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 
 /// A free backup name for a legacy `wal.log`.
 pub fn legacy_backup_path(dir: &Path) -> PathBuf {
-    let first = dir.join("wal.log.legacy.bak");
+    let first = dir.join(format!("{LEGACY_BACKUP}.{BACKUP_EXT}"));
     if !first.exists() {
         return first;
     }
     (1u32..)
-        .map(|n| dir.join(format!("wal.log.legacy.{n}.bak")))
+        .map(|n| dir.join(format!("{LEGACY_BACKUP}.{n}.{BACKUP_EXT}")))
         .find(|p| !p.exists())
         .unwrap_or(first)
 }

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use super::SegmentId;
 use super::format::DecodeError;
 
-/// Everything an engine call can fail with.
+/// Everything an engine call can fail with. New variants may come in any
+/// release: match with a `_` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An operating-system call on a data file failed.
     #[error("{action} {path}: {source}")]
@@ -109,13 +111,62 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// `wal.log` is in the legacy format but no decoder was configured.
+    /// `wal.log` is not in the segment format (a legacy log?) and no legacy
+    /// decoder was configured to migrate it.
     #[error(
-        "{path} is in the legacy JSON-lines format; open with Options::legacy_decoder set to migrate it"
+        "{path} is not in the segment format (a legacy JSON-lines log?); open with \
+         Options::legacy_decoder set (feature `json-lines`) to migrate it"
     )]
     LegacyWithoutDecoder {
         /// The legacy file.
         path: PathBuf,
+    },
+    /// Compaction found no free segment id for its outputs between its inputs
+    /// and their neighbours; writing more data (a rotation) makes room.
+    #[error("no segment id is free for compaction: {reason}")]
+    SegmentIdsExhausted {
+        /// Where ids ran out.
+        reason: &'static str,
+    },
+    /// A compaction step holds more than its bookkeeping can count.
+    #[error("too much to compact in one step: {reason}")]
+    CompactionTooLarge {
+        /// What overflowed.
+        reason: &'static str,
+    },
+    /// A file offset or size does not fit the integer it must be stored in
+    /// (a record offset is a u32; a mapping's length a usize).
+    #[error("{what} of {len} bytes exceeds the largest representable, {max}")]
+    OffsetOverflow {
+        /// The offset or size involved.
+        what: &'static str,
+        /// Its value.
+        len: u64,
+        /// The largest that fits.
+        max: u64,
+    },
+    /// The compaction manifest (`COMPACTION`) is damaged: an interrupted step
+    /// cannot be finished or undone safely, so the open stops.
+    #[error("compaction manifest {path} is damaged: {reason}")]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What does not parse.
+        reason: &'static str,
+    },
+    /// A read kept finding its key's segment retired by compaction, lookup
+    /// after lookup. Nothing is wrong with the store: try again.
+    #[error("a read lost the race with compaction {attempts} times in a row")]
+    ReadRetriesExhausted {
+        /// Lookups made.
+        attempts: u32,
+    },
+    /// A broken invariant of the engine itself (a bug), reported instead of a
+    /// panic.
+    #[error("internal error: {what}")]
+    Internal {
+        /// What was found.
+        what: &'static str,
     },
 }
 

@@ -33,6 +33,7 @@ impl Key {
 
 impl KeySlice {
     /// Views `bytes` as a key.
+    #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
     pub fn new(bytes: &[u8]) -> &KeySlice {
         // SAFETY: KeySlice is repr(transparent) over [u8], so the two references
         // have the same layout and metadata (length); lifetimes are carried over.
@@ -40,6 +41,7 @@ impl KeySlice {
     }
 
     /// The key's bytes.
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -123,6 +123,7 @@ impl Memtable {
     pub fn bytes(&self) -> &[u8] {
         let len = self.len();
         match &self.image {
+            #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
             // SAFETY: `[0, len)` lies within the mapping (len ≤ capacity) and is
             // never stored to again once `len` covers it (module invariants): the
             // shared slice aliases no write. The mapping lives as long as `self`.
@@ -136,6 +137,7 @@ impl Memtable {
     /// # Safety
     /// Only the one `ActiveSegment` owning this memtable may call it (one writer),
     /// and `bytes` must fit: `len() + bytes.len() <= capacity()`.
+    #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
     pub(crate) unsafe fn append(&self, bytes: &[u8]) {
         let Image::Mapped(map) = &self.image else {
             return;
@@ -156,6 +158,7 @@ impl Memtable {
     }
 
     /// Runs `f` over the records written so far.
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         f(self.bytes())
     }

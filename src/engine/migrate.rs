@@ -1,9 +1,9 @@
-//! Migration of a legacy `wal.log` (the JSON-lines log of the reference
+//! Migration of a legacy `wal.log` (such as the JSON-lines log of the reference
 //! implementations) into the segment format, once, at open.
 //!
-//! The engine knows nothing of JSON: a [`LegacyDecoder`] (by default
-//! [`crate::legacy::JsonLines`]) turns the old file into operations, and this
-//! module makes the switch crash-safe:
+//! The engine knows nothing of JSON: a [`LegacyDecoder`] (by default, with the
+//! `json-lines` feature, `kvstore::legacy::JsonLines`) recognises the old file
+//! and turns it into operations, and this module makes the switch crash-safe:
 //! 1. replay the operations into their final state and write it as records to
 //!    `wal.log.migrating`, fsynced;
 //! 2. rename the original `wal.log` to `wal.log.legacy.bak` (byte for byte);
@@ -107,16 +107,15 @@ pub(crate) fn recover_or_migrate(
     if !listing.has_wal {
         return Ok(None);
     }
-    let mut head = [0u8; 64];
-    let n = std::fs::File::open(&wal)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| Error::io("reading", &wal, e))?;
-    let head = &head[..n];
+    let head = wal_head(&wal)?;
+    let head = head.as_slice();
     if head.is_empty() || head.starts_with(&MAGIC) {
         return Ok(None);
     }
+    // Recognising a format is the decoder's job alone; without one, the engine
+    // only knows what a segment looks like.
     let Some(decoder) = &opts.legacy_decoder else {
-        return if looks_like_json_lines(head) {
+        return if cannot_be_a_segment(head) {
             Err(Error::LegacyWithoutDecoder { path: wal })
         } else {
             Ok(None)
@@ -167,10 +166,20 @@ pub(crate) fn recover_or_migrate(
     }))
 }
 
-fn looks_like_json_lines(head: &[u8]) -> bool {
-    head.iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{')
+/// The first bytes of `wal.log`: enough for a decoder to recognise its format.
+pub(crate) fn wal_head(wal: &Path) -> Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(64);
+    std::fs::File::open(wal)
+        .and_then(|f| f.take(64).read_to_end(&mut head))
+        .map_err(|e| Error::io("reading", wal, e))?;
+    Ok(head)
+}
+
+/// True when a `wal.log` starting with `head` is no segment, not even one
+/// whose header a crash tore (a prefix of the magic) or never wrote (zeros).
+fn cannot_be_a_segment(head: &[u8]) -> bool {
+    let n = head.len().min(MAGIC.len());
+    head.get(..n) != MAGIC.get(..n) && head.iter().any(|&b| b != 0)
 }
 
 /// The segment holding the log's final state: one put per live key, and a

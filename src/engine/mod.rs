@@ -1,95 +1,121 @@
 //! The storage engine: a Bitcask-style log-structured store of byte keys and values.
 //!
-//! [`Engine`] is a cheap, cloneable handle; every clone shares one open data
-//! directory. The pieces, each in its own module:
+//! [`Engine`] is a cheap, cloneable handle (`Send + Sync + Clone`); every clone
+//! shares one open data directory. Open one with [`Engine::builder`] (or
+//! [`Engine::open`] and [`Options`]); everything an embedder names is
+//! re-exported here. The modules behind it are private:
 //!
-//! - [`format`](mod@format): byte layouts of records, hint files and file headers;
-//! - [`segment`]: `wal.log` (active), sealed segments (mmap), scanning;
-//! - [`keydir`]: the ordered key → location index; [`memtable`]: `wal.log` in memory;
-//! - `writer` (see [Writes](self#writes)): group commit; [`recovery`]: rebuilding state at open
-//!   (or, for [`Engine::open_read_only`], computing it without changing a file);
-//! - [`migrate`]: the one-time conversion of a legacy JSON-lines `wal.log`;
-//! - [`fs`] and [`clock`]: seams through which tests fail I/O and move time.
+//! - `format`: byte layouts of records, hint files and file headers; `dir`: every
+//!   file name and magic number of a data directory, and its lock;
+//! - `segment`: `wal.log` (active), sealed segments (mmap), scanning;
+//! - `keydir`: the ordered key → location index; `memtable`: `wal.log` in memory;
+//! - `writer` (see [Writes](self#writes)): group commit; `pending`: the
+//!   acknowledgement [`Engine::submit`] returns; `background`: the engine's
+//!   threads; `recovery`: rebuilding state at open (or, for
+//!   [`Engine::open_read_only`], computing it without changing a file);
+//! - `migrate`: the one-time conversion of a legacy `wal.log` through a
+//!   [`LegacyDecoder`];
+//! - [`fs`] and [`clock`]: public *seams* through which tests fail I/O and move
+//!   time (set with the builder's seam methods).
 //!
 //! # Writes
 //! All writes go through one writer that groups concurrent requests into one
 //! append and one fsync (see DESIGN.md, "Write path"). [`Engine::apply`] blocks the
-//! calling thread; [`Engine::submit`] returns a [`Pending`] that can be awaited
+//! calling thread; [`Engine::submit`] returns a [`PendingWrite`] that can be awaited
 //! without blocking an async runtime, or waited on.
 //!
 //! # Reads
 //! A read looks the key up in the keydir (read lock, released at once), then copies
 //! the value from the memtable or a mapped sealed segment. Reads never wait for an
 //! fsync.
+//!
+//! # Lock order
+//! A thread holding one of these locks takes only locks to its right:
+//! sync → writer → queue → unsynced → keydir; writer → spare; writer → segments.
+//! The keydir and the segment set are never held together: a read releases the
+//! keydir before it looks the segment up, and compaction's install takes them
+//! one after the other. Every lock a panic poisoned latches the engine
+//! read-only (`Shared::lock`).
 
-pub mod batch;
+mod background;
+mod batch;
 pub mod clock;
-pub mod compaction;
+mod compaction;
 mod dir;
-pub mod error;
-pub mod format;
+mod error;
+mod format;
 pub mod fs;
 mod iter;
 mod key;
-pub mod keydir;
-pub mod memtable;
-pub mod migrate;
-pub mod options;
+mod keydir;
+mod memtable;
+mod migrate;
+mod options;
+mod pending;
 mod readonly;
-pub mod recovery;
+mod recovery;
 mod sealer;
-pub mod segment;
-pub mod stats;
+mod segment;
+mod stats;
 mod writer;
 
-use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
-use std::task::{Context, Poll};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use batch::{Batch, Expiry, Op, OpResult, Prior};
 pub use compaction::CompactionReport;
 pub use error::{Error, Fault, Result};
+pub use format::DecodeError;
 pub use iter::{Iter, KvPair};
-pub use options::{Observer, Options, SyncMode};
+pub use migrate::{LegacyDecoder, LegacyError, LegacyLog, LegacyOp};
+pub use options::{
+    EngineBuilder, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Observer, Options, SyncMode,
+};
+pub use pending::PendingWrite;
 pub use recovery::RecoveryReport;
+pub use segment::SegmentId;
 pub use stats::Stats;
 
+use background::Threads;
 use format::record::RecordKind;
 use keydir::Keydir;
 use sealer::SpareSlot;
 use segment::{SegmentRef, SegmentSet};
 use stats::Counters;
-use writer::{Reply, Request, Unsynced, Writer};
+use writer::{Request, Unsynced, Writer};
 
-/// Identifies a segment. Segments are ordered by id: a record in a higher id is
-/// newer. Rotation moves to the next generation (`id >> 16` + 1); compaction
-/// outputs take ids between their newest input and the next generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SegmentId(pub u64);
+/// The handle is shared across threads and tasks (actix workers, `spawn`ed
+/// closures); losing any of these would break every embedder, so it is
+/// checked at compile time rather than by the first user.
+const _: () = {
+    const fn assert_handle<T: Send + Sync + Clone>() {}
+    assert_handle::<Engine>();
+    const fn assert_send<T: Send>() {}
+    assert_send::<PendingWrite>();
+    assert_send::<Iter>();
+};
 
-impl SegmentId {
-    /// The first id of a fresh directory.
-    pub const FIRST: SegmentId = SegmentId(1 << 16);
-
-    /// The id rotation gives the segment after this one.
-    pub fn next_generation(self) -> SegmentId {
-        SegmentId(((self.0 >> 16) + 1) << 16)
-    }
+/// Byte-level access for tests that hand-craft or damage data files (the
+/// record and file-header encoders and their constants), and the keydir for
+/// the read bench's side-by-side of index structures. Not part of the API: it
+/// changes with the on-disk format and the internals, without notice.
+#[doc(hidden)]
+pub mod __test_support {
+    pub use super::format::hint;
+    pub use super::format::record::{self, RecordKind};
+    pub use super::format::{DecodeError, FILE_HEADER_LEN, MAGIC};
+    pub use super::keydir::{Entry, Key, KeySlice, Keydir};
+    pub use super::segment::active::header;
 }
 
-impl fmt::Display for SegmentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
+/// Lookups one read makes before it reports
+/// [`Error::ReadRetriesExhausted`]: each compaction step moves a key once, so
+/// losing this many races in a row means something keeps moving it.
+const READ_ATTEMPTS: u32 = 16;
 
 /// Whether a prefix scan stopped at its limit with keys left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,17 +167,6 @@ struct Guard {
     background: Mutex<Threads>,
 }
 
-/// The engine's threads: the background thread (async commits, sweeps,
-/// compaction triggers), the syncer (fsyncs and publishes under `Always`,
-/// syncs every interval under `Periodic`, watches `wal.log`'s link count) and
-/// the sealer (finishes rotations, makes spares).
-#[derive(Debug, Default)]
-struct Threads {
-    background: Option<JoinHandle<()>>,
-    syncer: Option<JoinHandle<()>>,
-    sealer: Option<JoinHandle<()>>,
-}
-
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Err(e) = self.shared.shutdown(&self.background) {
@@ -181,73 +196,12 @@ pub struct Engine {
     guard: Arc<Guard>,
 }
 
-/// A submitted write awaiting its acknowledgement. `.await` it from async code
-/// (it never blocks the runtime), or call [`Pending::wait`] from a thread.
-#[derive(Debug)]
-pub struct Pending(PendingState, Option<Arc<Shared>>);
-
-#[derive(Debug)]
-enum PendingState {
-    Ready(Option<Reply>),
-    Waiting(oneshot::Receiver<Reply>),
-    Polling(oneshot::AsyncReceiver<Reply>),
-    Done,
-}
-
-impl Pending {
-    /// Blocks until the write is acknowledged (durable per the sync mode) or failed.
-    pub fn wait(self) -> Result<Vec<OpResult>> {
-        let shared = self.1;
-        let reply = match self.0 {
-            PendingState::Ready(r) => r,
-            PendingState::Waiting(rx) => rx.recv().ok(),
-            PendingState::Polling(rx) => futures_block_on(rx),
-            PendingState::Done => None,
-        };
-        reply.unwrap_or_else(|| Err(gone(shared.as_deref())))
-    }
-}
-
-/// The error for a request whose reply was dropped unsent: the engine closed,
-/// or a panic on the path that held it latched the engine.
-fn gone(shared: Option<&Shared>) -> Error {
-    match shared.and_then(Shared::failure) {
-        Some(cause) => Error::ReadOnly { cause },
-        None => Error::Closed,
-    }
-}
-
-impl Future for Pending {
-    type Output = Result<Vec<OpResult>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let state = &mut this.0;
-        loop {
-            match state {
-                PendingState::Ready(r) => {
-                    return Poll::Ready(r.take().unwrap_or(Err(Error::Closed)));
-                }
-                PendingState::Waiting(_) => {
-                    // Polled for the first time: turn the receiver into its future.
-                    if let PendingState::Waiting(rx) = std::mem::replace(state, PendingState::Done)
-                    {
-                        *state = PendingState::Polling(std::future::IntoFuture::into_future(rx));
-                    }
-                }
-                PendingState::Polling(rx) => {
-                    let shared = this.1.as_deref();
-                    return Pin::new(rx)
-                        .poll(cx)
-                        .map(|r| r.unwrap_or_else(|_| Err(gone(shared))));
-                }
-                PendingState::Done => return Poll::Ready(Err(Error::Closed)),
-            }
-        }
-    }
-}
-
 impl Engine {
+    /// Starts an [`EngineBuilder`] for `dir` with the default [`Options`].
+    pub fn builder(dir: impl AsRef<Path>) -> EngineBuilder {
+        EngineBuilder::new(dir.as_ref())
+    }
+
     /// Opens (creating if needed) the data directory `dir`, recovering its
     /// contents. Fails if the directory is already open by another engine, in this
     /// process or another.
@@ -304,9 +258,7 @@ impl Engine {
                 .map_err(|_| shared.poisoned("the thread handles"))?;
             // A read-only engine has nothing to commit, sync, seal or compact.
             if access == recovery::Mode::Write {
-                t.background = Some(shared.spawn("kvstore-engine", Shared::background)?);
-                t.syncer = Some(shared.spawn("kvstore-syncer", Shared::syncer)?);
-                t.sealer = Some(shared.spawn("kvstore-sealer", Shared::sealer_loop)?);
+                t.start(&shared)?;
             }
         }
         let report = rec.report;
@@ -378,7 +330,7 @@ impl Engine {
     }
 
     /// Queues `batch` for the writer and returns at once. Await the result (it
-    /// never blocks an async runtime's thread) or [`Pending::wait`] for it.
+    /// never blocks an async runtime's thread) or [`PendingWrite::wait`] for it.
     /// Validation errors are reported when the result is taken.
     ///
     /// When the writer is free (`try_lock`: this never waits for it), the
@@ -387,18 +339,18 @@ impl Engine {
     /// thread, which would cost two context switches per request. The fsync of
     /// `SyncMode::Always` is never made here: the syncer thread makes it, and
     /// the returned future completes after it.
-    pub fn submit(&self, batch: Batch) -> Pending {
+    pub fn submit(&self, batch: Batch) -> PendingWrite {
         match self.enqueue(batch) {
             Ok(p) => {
                 // A busy writer was told (queue_cv) to take the request.
                 self.shared.lead_or_hand_off();
                 p
             }
-            Err(e) => Pending(PendingState::Ready(Some(Err(e))), None),
+            Err(e) => PendingWrite::failed(e),
         }
     }
 
-    fn enqueue(&self, batch: Batch) -> Result<Pending> {
+    fn enqueue(&self, batch: Batch) -> Result<PendingWrite> {
         self.shared.check_open()?;
         self.shared.check_writable("writing")?;
         self.shared.validate(&batch)?;
@@ -416,10 +368,7 @@ impl Engine {
             ops: batch.ops,
             reply: tx,
         });
-        Ok(Pending(
-            PendingState::Waiting(rx),
-            Some(Arc::clone(&self.shared)),
-        ))
+        Ok(PendingWrite::waiting(rx, Arc::clone(&self.shared)))
     }
 
     /// Up to `limit` live keys starting with `prefix` and strictly greater than
@@ -536,28 +485,12 @@ impl Engine {
     }
 }
 
-/// Waits for an already-polled receiver from a plain thread.
-fn futures_block_on(mut rx: oneshot::AsyncReceiver<Reply>) -> Option<Reply> {
-    struct ThreadWaker(std::thread::Thread);
-    impl std::task::Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        match Pin::new(&mut rx).poll(&mut cx) {
-            Poll::Ready(r) => return r.ok(),
-            Poll::Pending => std::thread::park(),
-        }
-    }
-}
-
 fn single_prior(results: Vec<OpResult>) -> Result<Prior> {
     match results.first() {
         Some(OpResult::Put(p) | OpResult::Delete(p)) => Ok(*p),
-        _ => Err(Error::Closed),
+        _ => Err(Error::Internal {
+            what: "a one-operation write was acknowledged without its put or delete result",
+        }),
     }
 }
 
@@ -614,82 +547,10 @@ impl Shared {
             .map_err(|_| self.poisoned("the segment set"))
     }
 
-    /// Starts an engine thread; a panic in it latches the engine read-only and
-    /// fails every waiter, instead of leaving them hanging.
-    fn spawn(
-        self: &Arc<Self>,
-        name: &'static str,
-        body: fn(&Arc<Shared>),
-    ) -> Result<JoinHandle<()>> {
-        let me = Arc::clone(self);
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| body(&me));
-                if let Err(payload) = std::panic::catch_unwind(run) {
-                    me.latch_fault(Fault::panic(name, &*payload));
-                    me.fail_everything_waiting();
-                }
-            })
-            .map_err(|e| Error::io("spawning a thread for", &self.dir, e))
-    }
-
-    /// After a latch: fails every queued and unsynced request.
-    fn fail_everything_waiting(&self) {
-        let e = Error::ReadOnly {
-            cause: self.failure().unwrap_or(Fault::Other {
-                message: "engine failed".into(),
-            }),
-        };
-        self.fail_queued(&e);
-        self.sync_unsynced(false);
-    }
-
-    fn validate(&self, batch: &Batch) -> Result<()> {
-        for op in &batch.ops {
-            let value = match op {
-                Op::Put { value, .. } => Some(value.as_slice()),
-                _ => None,
-            };
-            self.validate_op(op.key(), value)?;
-        }
-        let size = writer::planned_size(&batch.ops) as u64;
-        if size > options::MAX_SEGMENT_BYTES {
-            return Err(Error::BatchTooLarge {
-                len: size,
-                max: options::MAX_SEGMENT_BYTES,
-            });
-        }
-        Ok(())
-    }
-
-    fn validate_op(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        let max_key = self.opts.max_key_bytes;
-        if key.is_empty() {
-            return Err(Error::EmptyKey);
-        }
-        if key.len() > max_key {
-            return Err(Error::KeyTooLarge {
-                len: key.len(),
-                max: max_key,
-            });
-        }
-        if let Some(value) = value
-            && value.len() > self.opts.max_value_bytes
-        {
-            return Err(Error::ValueTooLarge {
-                len: value.len(),
-                max: self.opts.max_value_bytes,
-            });
-        }
-        Ok(())
-    }
-
-    /// Reads `key` as of `now`; the keydir lock is released before copying.
     pub(crate) fn read(&self, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
         // A lookup can race with compaction retiring the segment it found;
         // the keydir then already points at the new copy, so look again.
-        for _ in 0..16 {
+        for _ in 0..READ_ATTEMPTS {
             let entry = self.keydir_read()?.get(key);
             let Some(e) = entry else { return Ok(None) };
             if e.is_expired(now) {
@@ -704,10 +565,8 @@ impl Shared {
                 None => continue,
             }
         }
-        Err(Error::ReadOnly {
-            cause: Fault::Other {
-                message: "a key's segment kept disappearing during reads".into(),
-            },
+        Err(Error::ReadRetriesExhausted {
+            attempts: READ_ATTEMPTS,
         })
     }
 
@@ -724,145 +583,5 @@ impl Shared {
             self.sync_unsynced(true);
         }
         self.sync_dirty()
-    }
-
-    /// Stops the threads, commits what is queued and syncs. Idempotent.
-    fn shutdown(&self, threads: &Mutex<Threads>) -> Result<()> {
-        if let Ok(mut q) = self.queue.lock() {
-            q.shutdown = true;
-        }
-        self.queue_cv.notify_all();
-        self.compaction.stop();
-        let mut t = match threads.lock() {
-            Ok(mut t) => std::mem::take(&mut *t),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        };
-        // In order: the background thread commits what was queued, the syncer
-        // syncs it, the sealer finishes the rotations.
-        join(t.background.take(), "background");
-        if let Ok(mut u) = self.unsynced.lock() {
-            u.shutdown = true;
-        }
-        self.syncer_cv.notify_all();
-        join(t.syncer.take(), "syncer");
-        if let Ok(mut q) = self.sealer.lock() {
-            q.shutdown = true;
-        }
-        self.sealer_cv.notify_all();
-        join(t.sealer.take(), "sealer");
-        if self.closed.swap(true, Ordering::SeqCst) {
-            return Ok(());
-        }
-        let result = self.sync_now().and_then(|()| self.cut_active());
-        // Fail whatever was queued after the last commit.
-        self.fail_queued(&Error::Closed);
-        if let Ok(mut slot) = self.spare.lock()
-            && let Some(s) = slot.spare.take()
-        {
-            s.discard(&*self.opts.fs);
-        }
-        match self.failure() {
-            Some(cause) => result.and(Err(Error::ReadOnly { cause })),
-            None => result,
-        }
-    }
-
-    /// The background thread: commits async requests, expiry sweeps and
-    /// compaction triggers.
-    fn background(self: &Arc<Self>) {
-        let sweep_every = self.opts.expiry_sweep_interval;
-        let tick = sweep_every.min(Duration::from_millis(250));
-        let mut last_sweep = Instant::now();
-        loop {
-            let has_work = {
-                let Ok(mut q) = self.lock(&self.queue, "the write queue") else {
-                    return;
-                };
-                if q.pending.is_empty() && !q.shutdown {
-                    q = match self.queue_cv.wait_timeout(q, tick) {
-                        Ok((q, _)) => q,
-                        Err(_) => return,
-                    };
-                }
-                if q.shutdown {
-                    break;
-                }
-                !q.pending.is_empty()
-            };
-            if has_work {
-                self.lead();
-            }
-            if last_sweep.elapsed() >= sweep_every {
-                self.sweep_if_due(self.opts.clock.now_ms());
-                last_sweep = Instant::now();
-            }
-            self.maybe_compact_in_background();
-        }
-        self.lead();
-    }
-
-    /// The syncer thread: under `Always`, syncs and publishes appended groups as
-    /// they come (so the appender never waits for an fsync); under `Periodic`,
-    /// syncs every interval; in every mode, checks each second that `wal.log`
-    /// still has a name.
-    fn syncer(self: &Arc<Self>) {
-        let every = match self.opts.sync {
-            SyncMode::Periodic(d) => Some(d),
-            _ => None,
-        };
-        let tick = every.map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
-        let (mut last_sync, mut last_check) = (Instant::now(), Instant::now());
-        // Whether the last round left the groups to a thread already syncing:
-        // that thread syncs until the queue is empty, so wait for a new group
-        // rather than spin on its lock (which took a core from the writers).
-        let mut left_to_other = false;
-        loop {
-            let shutdown = {
-                let Ok(mut u) = self.lock(&self.unsynced, "the unsynced queue") else {
-                    return;
-                };
-                if (u.is_empty() || left_to_other) && !u.shutdown {
-                    let wait = if left_to_other {
-                        tick.min(Duration::from_millis(20))
-                    } else {
-                        tick.saturating_sub(last_sync.elapsed().min(tick))
-                    };
-                    u = match self
-                        .syncer_cv
-                        .wait_timeout(u, wait.max(Duration::from_millis(1)))
-                    {
-                        Ok((u, _)) => u,
-                        Err(_) => return,
-                    };
-                }
-                u.shutdown
-            };
-            left_to_other = !self.sync_unsynced(false);
-            if let Some(d) = every
-                && last_sync.elapsed() >= d
-            {
-                let _ = self.sync_dirty();
-                last_sync = Instant::now();
-            }
-            if last_check.elapsed() >= Duration::from_secs(1) {
-                if let Ok(set) = self.segments_read() {
-                    let active = Arc::clone(&set.active);
-                    drop(set);
-                    let _ = self.check_not_removed(&active);
-                }
-                last_check = Instant::now();
-            }
-            if shutdown {
-                break;
-            }
-        }
-    }
-}
-
-fn join(handle: Option<JoinHandle<()>>, name: &str) {
-    if let Some(h) = handle
-        && h.join().is_err()
-    {
-        tracing::error!(thread = name, "engine thread panicked");
     }
 }

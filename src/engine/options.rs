@@ -1,12 +1,20 @@
-//! Engine configuration: [`Options`] and [`SyncMode`].
+//! Engine configuration: [`Options`], its [`EngineBuilder`], and [`SyncMode`].
+//!
+//! Tuning (sizes, sync mode, compaction) is set apart from the *seams* (file
+//! system, clock, observer, legacy decoder): the seams exist so tests can fail
+//! I/O and move time, and a server can observe fsyncs; an embedder rarely sets
+//! one.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Engine;
 use super::clock::{Clock, SystemClock};
-use super::error::Error;
+use super::error::{Error, Result};
 use super::fs::{Fs, StdFs};
 use super::migrate::LegacyDecoder;
+use super::recovery::RecoveryReport;
 
 /// When appended records are made durable with fsync.
 ///
@@ -31,8 +39,27 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// How an [`Engine`](super::Engine) is opened. Start from `Options::default()`.
+/// How an [`Engine`] is opened. Start from [`Engine::builder`], or from
+/// `Options::default()` and its `with_*` setters; fields can be read, and new
+/// ones may be added in any release (so no struct literal outside the crate).
+///
+/// ```
+/// # fn main() -> Result<(), kvstore::engine::Error> {
+/// use kvstore::engine::{Engine, Options, SyncMode};
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let (db, _report) = Engine::builder(dir.path())
+///     .sync(SyncMode::Never)
+///     .segment_bytes(1 << 20)
+///     .open()?;
+/// assert_eq!(db.options().segment_bytes, 1 << 20);
+/// drop(db);
+/// let opts = Options::default().with_sync(SyncMode::Never);
+/// let (db, report) = Engine::open(dir.path(), opts)?;
+/// assert_eq!(report.live_keys, 0);
+/// # drop(db); Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// `wal.log` is sealed into a new segment once it reaches this size
     /// (default 64 MiB; at least 4 KiB, at most 1 GiB).
@@ -63,14 +90,15 @@ pub struct Options {
     /// bookkeeping about 100 bytes per live key it copies. Copy threads work on
     /// one step's outputs, so more than this many threads gain nothing.
     pub compaction_step_segments: u32,
-    /// The file-system seam (default: the real file system).
+    /// Seam: the file system (default: the real one).
     pub fs: Arc<dyn Fs>,
-    /// The clock that decides expiry (default: the system clock).
+    /// Seam: the clock that decides expiry (default: the system clock).
     pub clock: Arc<dyn Clock>,
-    /// Reads a `wal.log` in the legacy format for migration (default: the
-    /// JSON-lines format of the reference implementations).
+    /// Seam: reads a `wal.log` in a legacy format for migration (default,
+    /// with the `json-lines` feature: the JSON-lines format of the reference
+    /// implementations; without it, none).
     pub legacy_decoder: Option<Arc<dyn LegacyDecoder>>,
-    /// Receives fsync timings (default: none).
+    /// Seam: receives fsync timings (default: none).
     pub observer: Option<Arc<dyn Observer>>,
 }
 
@@ -94,15 +122,125 @@ impl Default for Options {
             compaction_step_segments: 1,
             fs: Arc::new(StdFs),
             clock: Arc::new(SystemClock),
-            legacy_decoder: Some(Arc::new(crate::legacy::JsonLines)),
+            legacy_decoder: default_legacy_decoder(),
             observer: None,
         }
     }
 }
 
+/// The JSON-lines decoder when the library is built with it: the engine
+/// itself knows no JSON.
+fn default_legacy_decoder() -> Option<Arc<dyn LegacyDecoder>> {
+    #[cfg(feature = "json-lines")]
+    {
+        Some(Arc::new(crate::legacy::JsonLines))
+    }
+    #[cfg(not(feature = "json-lines"))]
+    {
+        None
+    }
+}
+
+/// Generates, for each setting, `Options::with_<name>` and
+/// `EngineBuilder::<name>`: one list, so the two can never disagree.
+macro_rules! setters {
+    ($( $(#[$doc:meta])* $name:ident, $with:ident: $ty:ty => |$v:ident| $value:expr; )*) => {
+        impl Options {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $with(mut self, $v: $ty) -> Options {
+                    self.$name = $value;
+                    self
+                }
+            )*
+        }
+
+        impl EngineBuilder {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, $v: $ty) -> EngineBuilder {
+                    self.options.$name = $value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Size at which `wal.log` is sealed (see [`Options::segment_bytes`]).
+    segment_bytes, with_segment_bytes: u64 => |v| v;
+    /// Durability of acknowledged writes (see [`Options::sync`]).
+    sync, with_sync: SyncMode => |v| v;
+    /// Longest key accepted (see [`Options::max_key_bytes`]).
+    max_key_bytes, with_max_key_bytes: usize => |v| v;
+    /// Longest value accepted (see [`Options::max_value_bytes`]).
+    max_value_bytes, with_max_value_bytes: usize => |v| v;
+    /// How often expired keys are swept (see [`Options::expiry_sweep_interval`]).
+    expiry_sweep_interval, with_expiry_sweep_interval: Duration => |v| v;
+    /// Dead share of disk bytes that starts a compaction (see [`Options::compaction_ratio`]).
+    compaction_ratio, with_compaction_ratio: f64 => |v| v;
+    /// Dead bytes below which no compaction starts (see [`Options::compaction_min_bytes`]).
+    compaction_min_bytes, with_compaction_min_bytes: u64 => |v| v;
+    /// Whether to compact in the background (see [`Options::background_compaction`]).
+    background_compaction, with_background_compaction: bool => |v| v;
+    /// Copy threads of a compaction (see [`Options::compaction_threads`]).
+    compaction_threads, with_compaction_threads: usize => |v| v;
+    /// Live data of one compaction step (see [`Options::compaction_step_segments`]).
+    compaction_step_segments, with_compaction_step_segments: u32 => |v| v;
+
+    /// Seam: the file system, e.g. a fault-injecting one in tests (see [`Options::fs`]).
+    fs, with_fs: Arc<dyn Fs> => |v| v;
+    /// Seam: the clock that decides expiry (see [`Options::clock`]).
+    clock, with_clock: Arc<dyn Clock> => |v| v;
+    /// Seam: the legacy-log decoder, `None` to refuse migration (see [`Options::legacy_decoder`]).
+    legacy_decoder, with_legacy_decoder: Option<Arc<dyn LegacyDecoder>> => |v| v;
+    /// Seam: the fsync observer (see [`Options::observer`]).
+    observer, with_observer: Arc<dyn Observer> => |v| Some(v);
+}
+
+/// Opens an [`Engine`] with settings given one by one:
+/// `Engine::builder(dir).sync(SyncMode::Always).segment_bytes(..).open()`.
+///
+/// Every setting has a method named after its [`Options`] field; the seam
+/// methods (`fs`, `clock`, `legacy_decoder`, `observer`) are for tests and
+/// servers.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `open`"]
+pub struct EngineBuilder {
+    dir: PathBuf,
+    options: Options,
+}
+
+impl EngineBuilder {
+    pub(crate) fn new(dir: &Path) -> EngineBuilder {
+        EngineBuilder {
+            dir: dir.to_path_buf(),
+            options: Options::default(),
+        }
+    }
+
+    /// Starts from `options` instead of the defaults.
+    pub fn options(mut self, options: Options) -> EngineBuilder {
+        self.options = options;
+        self
+    }
+
+    /// Opens the directory read-write, as [`Engine::open`].
+    pub fn open(self) -> Result<(Engine, RecoveryReport)> {
+        Engine::open(&self.dir, self.options)
+    }
+
+    /// Opens the directory without changing it, as [`Engine::open_read_only`].
+    pub fn open_read_only(self) -> Result<(Engine, RecoveryReport)> {
+        Engine::open_read_only(&self.dir, self.options)
+    }
+}
+
 impl Options {
     /// Checks every setting, naming the first that is out of range.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<()> {
         let bad =
             |name: &'static str, reason: &'static str| Err(Error::InvalidOption { name, reason });
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
@@ -145,52 +283,28 @@ mod tests {
         let cases: Vec<(&str, Options)> = vec![
             (
                 "segment_bytes",
-                Options {
-                    segment_bytes: MIN_SEGMENT_BYTES - 1,
-                    ..Options::default()
-                },
+                Options::default().with_segment_bytes(MIN_SEGMENT_BYTES - 1),
             ),
-            (
-                "max_key_bytes",
-                Options {
-                    max_key_bytes: 0,
-                    ..Options::default()
-                },
-            ),
+            ("max_key_bytes", Options::default().with_max_key_bytes(0)),
             (
                 "sync",
-                Options {
-                    sync: SyncMode::Periodic(Duration::ZERO),
-                    ..Options::default()
-                },
+                Options::default().with_sync(SyncMode::Periodic(Duration::ZERO)),
             ),
             (
                 "compaction_ratio",
-                Options {
-                    compaction_ratio: 0.0,
-                    ..Options::default()
-                },
+                Options::default().with_compaction_ratio(0.0),
             ),
             (
                 "compaction_threads",
-                Options {
-                    compaction_threads: 0,
-                    ..Options::default()
-                },
+                Options::default().with_compaction_threads(0),
             ),
             (
                 "compaction_step_segments",
-                Options {
-                    compaction_step_segments: 0,
-                    ..Options::default()
-                },
+                Options::default().with_compaction_step_segments(0),
             ),
             (
                 "expiry_sweep_interval",
-                Options {
-                    expiry_sweep_interval: Duration::ZERO,
-                    ..Options::default()
-                },
+                Options::default().with_expiry_sweep_interval(Duration::ZERO),
             ),
         ];
         for (want, opts) in cases {

@@ -14,7 +14,6 @@
 //! What it cannot do in memory it refuses: a legacy `wal.log` (or one being
 //! migrated) needs a read-write open first.
 
-use std::io::Read;
 use std::path::Path;
 
 use super::dir::{self, DirLock, Listing};
@@ -91,11 +90,8 @@ pub(crate) fn refuse_migration(dir: &Path, opts: &Options, listing: &Listing) ->
         return Ok(());
     }
     let wal = dir.join(dir::WAL);
-    let mut head = [0u8; 64];
-    let n = std::fs::File::open(&wal)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| Error::io("reading", &wal, e))?;
-    let head = &head[..n];
+    let head = super::migrate::wal_head(&wal)?;
+    let head = head.as_slice();
     let legacy = !head.is_empty()
         && !head.starts_with(&MAGIC)
         && opts.legacy_decoder.as_ref().is_some_and(|d| d.detect(head));

@@ -36,6 +36,7 @@ use super::segment::sealed::SealedSegment;
 
 /// What [`Engine::open`](super::Engine::open) found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Sealed segments loaded.
     pub segments: usize,

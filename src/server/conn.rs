@@ -87,6 +87,7 @@ pub fn fd_limit() -> Option<u64> {
             rlim_max: 0,
         };
         // SAFETY: getrlimit only writes the struct it is given.
+        #[allow(unsafe_code, reason = "getrlimit(2) has no safe wrapper in std")]
         let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
         if rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
             return Some(lim.rlim_cur);
@@ -191,6 +192,10 @@ fn shutdown_write(io: &TcpStream) -> std::io::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd};
     // SAFETY: the descriptor stays owned by `io` (ManuallyDrop never closes
     // it); the std stream only borrows it for one shutdown(2).
+    #[allow(
+        unsafe_code,
+        reason = "a half-close of a descriptor tokio owns; std has no borrowed form"
+    )]
     let std = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(io.as_raw_fd()) });
     std.shutdown(std::net::Shutdown::Write)
 }

@@ -112,6 +112,10 @@ fn widen_backlog(lst: &std::net::TcpListener) {
     use std::os::fd::AsRawFd;
     // SAFETY: listen(2) on a descriptor `lst` owns and keeps open; a failure
     // leaves the old backlog, which still works.
+    #[allow(
+        unsafe_code,
+        reason = "listen(2) again to widen the backlog; std has no setter"
+    )]
     let _ = unsafe { libc::listen(lst.as_raw_fd(), BACKLOG) };
 }
 

@@ -11,7 +11,7 @@
 //!   of one table, [`routes::table`], which the tests hold against the OpenAPI
 //!   document;
 //! - [`error::ApiError`] is the one error type and its status table;
-//! - values are stored as their minified JSON text ([`crate::json::minify`])
+//! - values are stored as their minified JSON text ([`minify`])
 //!   and spliced into responses ([`body::Out`]) without being re-parsed;
 //! - writes are `engine.submit(batch).await`ed, so no worker blocks on an
 //!   fsync and concurrent requests share one (group commit).
@@ -37,6 +37,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::web::Data;
 
+pub use crate::json::minify;
 pub use error::ApiError;
 pub use listen::build;
 pub use metrics::FsyncObserver;

@@ -1,7 +1,7 @@
 //! Every error case of docs/API.md against the real binary: status, JSON body,
 //! and nothing stored afterwards.
 
-use crate::support::{request, start};
+use crate::support::{exchange, request, start};
 
 #[test]
 fn every_error_case_answers_json_with_its_status_and_changes_nothing() {
@@ -76,23 +76,18 @@ fn every_error_case_answers_json_with_its_status_and_changes_nothing() {
 fn a_body_without_content_type_is_accepted() {
     let tmp = tempfile::tempdir().unwrap();
     let s = start(&tmp.path().join("data"), &[], &[]);
-    // The support client adds a JSON content type unless one is given; send
-    // an empty-named header instead of none by using a raw request.
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    // The support client adds a JSON content type unless one is given: send
+    // the request as written instead.
     let body = r#"{"value": 5}"#;
-    write!(
-        c,
+    let raw = format!(
         "PUT /kv/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(
-        out.ends_with(r#"{"success":true,"key":"a","value":5,"created":true}"#),
-        "{out}"
+    );
+    let resp = exchange(s.port, raw.as_bytes()).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(
+        resp.body,
+        r#"{"success":true,"key":"a","value":5,"created":true}"#
     );
     s.stop();
 }

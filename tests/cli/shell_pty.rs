@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::support::BIN;
 
 /// A pty pair: (master, slave).
+#[allow(unsafe_code, reason = "audited: see the SAFETY comments")]
 pub fn openpty() -> (File, OwnedFd) {
     let mut master = 0;
     let mut slave = 0;

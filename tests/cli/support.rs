@@ -78,6 +78,7 @@ impl Server {
     }
 
     /// Sends `sig` to the server by PID.
+    #[allow(unsafe_code, reason = "audited: see the SAFETY comments")]
     pub fn signal(&self, sig: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) on our own child's PID has no memory-safety effects.
@@ -174,8 +175,6 @@ pub fn try_request(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -192,7 +191,15 @@ pub fn try_request(
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body.unwrap_or("").as_bytes());
-    s.write_all(&bytes)?;
+    exchange(port, &bytes)
+}
+
+/// Sends `request` exactly as given on a new connection (it should say
+/// `Connection: close`) and parses the response.
+pub fn exchange(port: u16, request: &[u8]) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     parse(&raw).ok_or_else(|| std::io::Error::other("malformed response"))

@@ -1,6 +1,6 @@
 //! Put, get, delete, batches and scans on one open engine, and across reopen.
 
-use super::common::{open, tiny};
+use super::support::{open, tiny};
 use kvstore::engine::{Batch, Error, OpResult, Options, Prior};
 
 #[test]
@@ -102,10 +102,7 @@ fn scan_prefix_pages_in_byte_order() {
 #[test]
 fn oversized_keys_and_values_are_refused_and_change_nothing() {
     let d = tempfile::tempdir().unwrap();
-    let opts = Options {
-        max_value_bytes: 10,
-        ..Options::default()
-    };
+    let opts = Options::default().with_max_value_bytes(10);
     let (db, _) = open(d.path(), opts);
     assert!(matches!(
         db.put(&[b'k'; 1025], b"v"),

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::common::{open, tiny};
+use super::support::{self, open, tiny};
 use kvstore::engine::clock::ManualClock;
 use kvstore::engine::fs::{FaultyFs, FsOp};
-use kvstore::engine::{Engine, Expiry, Options};
+use kvstore::engine::{Engine, Expiry};
 
 fn key(i: u32) -> Vec<u8> {
     format!("key{i:06}").into_bytes()
@@ -68,10 +68,7 @@ fn deleted_keys_stay_deleted_after_compaction_and_restart() {
 fn expired_records_are_dropped_and_never_return() {
     let d = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
-    let opts = || Options {
-        clock: Arc::new(clock.clone()),
-        ..tiny()
-    };
+    let opts = || tiny().with_clock(Arc::new(clock.clone()));
     let (db, _) = open(d.path(), opts());
     for i in 0..200 {
         db.put(&key(i), b"forever").unwrap();
@@ -131,10 +128,7 @@ fn writes_during_compaction_keep_their_newer_values() {
 #[test]
 fn compaction_brings_disk_bytes_near_live_bytes_after_overwrites() {
     let d = tempfile::tempdir().unwrap();
-    let opts = Options {
-        segment_bytes: 256 << 10,
-        ..tiny()
-    };
+    let opts = tiny().with_segment_bytes(256 << 10);
     let (db, _) = open(d.path(), opts.clone());
     let value = [7u8; 100];
     for _ in 0..3 {
@@ -160,10 +154,10 @@ fn any_number_of_compaction_threads_keeps_every_value_and_no_deleted_one() {
     for threads in [1, 3, 8] {
         let d = tempfile::tempdir().unwrap();
         // Steps of 8 segments, so a step has several outputs to share out.
-        let opts = || Options {
-            compaction_threads: threads,
-            compaction_step_segments: 8,
-            ..tiny()
+        let opts = || {
+            tiny()
+                .with_compaction_threads(threads)
+                .with_compaction_step_segments(8)
         };
         let (db, _) = open(d.path(), opts());
         let mut model = BTreeMap::new();
@@ -230,12 +224,7 @@ fn open_files_and_mappings_stay_flat_across_100_compactions() {
 
 /// Opens `dir` with tiny segments through a file system that fails on demand.
 fn open_faulty(dir: &Path) -> (Engine, FaultyFs) {
-    let fs = FaultyFs::new();
-    let opts = Options {
-        fs: Arc::new(fs.clone()),
-        ..tiny()
-    };
-    (open(dir, opts).0, fs)
+    support::open_faulty(dir, tiny())
 }
 
 /// Runs one compaction with the N-th call of `op` failing, then checks that a
@@ -343,12 +332,10 @@ fn inputs_a_failed_retirement_left_behind_never_resurrect() {
 #[test]
 fn background_compaction_runs_when_dead_bytes_pass_the_thresholds() {
     let d = tempfile::tempdir().unwrap();
-    let opts = Options {
-        background_compaction: true,
-        compaction_ratio: 0.5,
-        compaction_min_bytes: 64 << 10,
-        ..tiny()
-    };
+    let opts = tiny()
+        .with_background_compaction(true)
+        .with_compaction_ratio(0.5)
+        .with_compaction_min_bytes(64 << 10);
     let (db, _) = open(d.path(), opts);
     for _ in 0..10 {
         for i in 0..500 {

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::common::{open, tiny};
 use super::support::copy_dir;
+use super::support::{open, tiny};
 use kvstore::engine::fs::FaultyFs;
 use kvstore::engine::{Engine, Error, Options};
 
@@ -35,12 +35,10 @@ const SEGMENT: u64 = 64 << 10;
 const KEYS: u32 = 2000;
 
 fn spread_options(fs: &FaultyFs, step_segments: u32) -> Options {
-    Options {
-        segment_bytes: SEGMENT,
-        compaction_step_segments: step_segments,
-        fs: Arc::new(fs.clone()),
-        ..tiny()
-    }
+    tiny()
+        .with_segment_bytes(SEGMENT)
+        .with_compaction_step_segments(step_segments)
+        .with_fs(Arc::new(fs.clone()))
 }
 
 /// About 6.5 segments of live data spread over about 15 segments, every
@@ -106,10 +104,7 @@ fn several_segments_of_live_data_compact_with_one_segment_of_free_disk() {
 fn a_delete_made_between_steps_keeps_hiding_the_value_an_earlier_step_copied() {
     let d = tempfile::tempdir().unwrap();
     let fs = FaultyFs::new();
-    let opts = || Options {
-        fs: Arc::new(fs.clone()),
-        ..tiny()
-    };
+    let opts = || tiny().with_fs(Arc::new(fs.clone()));
     let (db, _) = open(d.path(), opts());
     let mut model = BTreeMap::new();
     // Odd keys stay live in the oldest segments, beside dead even ones, so
@@ -234,10 +229,7 @@ fn segment_ids(dir: &Path) -> Vec<(u64, u64)> {
 #[test]
 fn an_output_takes_an_id_below_its_input_when_the_ids_above_are_taken() {
     let d = tempfile::tempdir().unwrap();
-    let opts = || Options {
-        compaction_step_segments: 2,
-        ..tiny()
-    };
+    let opts = || tiny().with_compaction_step_segments(2);
     let (db, _) = open(d.path(), opts());
     let mut model = BTreeMap::new();
     for round in 0..3u32 {
@@ -281,10 +273,7 @@ fn an_output_takes_an_id_below_its_input_when_the_ids_above_are_taken() {
 fn a_panic_between_install_and_retire_latches_and_the_next_open_finishes_the_step() {
     let d = tempfile::tempdir().unwrap();
     let fs = FaultyFs::new();
-    let opts = || Options {
-        fs: Arc::new(fs.clone()),
-        ..tiny()
-    };
+    let opts = || tiny().with_fs(Arc::new(fs.clone()));
     let (db, _) = open(d.path(), opts());
     let mut model = BTreeMap::new();
     for round in 0..3u32 {

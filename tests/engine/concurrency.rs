@@ -119,11 +119,9 @@ fn generation(n: u32) -> Batch {
 #[test]
 fn scans_see_a_batch_all_at_once_never_half_of_it() {
     let d = tempfile::tempdir().unwrap();
-    let opts = Options {
-        segment_bytes: 4096,
-        sync: SyncMode::Never,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_segment_bytes(4096)
+        .with_sync(SyncMode::Never);
     let (db, _) = Engine::open(d.path(), opts).unwrap();
     db.apply(generation(0)).unwrap();
     let (a, b) = (gen_keys('A'), gen_keys('B'));
@@ -342,10 +340,7 @@ impl kvstore::engine::Observer for CountingObserver {
 fn the_observer_sees_every_group_fsync_with_the_writes_it_covered() {
     let d = tempfile::tempdir().unwrap();
     let obs = std::sync::Arc::new(CountingObserver::default());
-    let opts = Options {
-        observer: Some(obs.clone()),
-        ..Options::default()
-    };
+    let opts = Options::default().with_observer(obs.clone());
     let (db, _) = Engine::open(d.path(), opts).unwrap();
     std::thread::scope(|s| {
         for t in 0..16 {

@@ -30,12 +30,10 @@ const BATCH_KEYS: usize = 6;
 const ROUNDS: u32 = 2;
 
 fn options(sync: SyncMode) -> Options {
-    Options {
-        segment_bytes: 4096,
-        sync,
-        background_compaction: false,
-        ..Options::default()
-    }
+    Options::default()
+        .with_segment_bytes(4096)
+        .with_sync(sync)
+        .with_background_compaction(false)
 }
 
 /// The value written under `key`: derived from it, so the parent can check it.
@@ -296,10 +294,7 @@ fn sync_never_fsyncs_only_when_asked() {
     let d = tempfile::tempdir().unwrap();
     let (db, _) = Engine::open(
         d.path(),
-        Options {
-            segment_bytes: 64 << 20,
-            ..options(SyncMode::Never)
-        },
+        options(SyncMode::Never).with_segment_bytes(64 << 20),
     )
     .unwrap();
     for i in 0..50u32 {

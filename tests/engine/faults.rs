@@ -22,25 +22,19 @@ fn value_of(i: usize) -> Vec<u8> {
 }
 
 fn faulty(dir: &Path, sync: SyncMode, segment_bytes: u64) -> (Engine, FaultyFs) {
-    let fs = FaultyFs::new();
-    let opts = Options {
-        fs: Arc::new(fs.clone()),
-        sync,
-        segment_bytes,
-        background_compaction: false,
-        ..Options::default()
-    };
-    (Engine::open(dir, opts).unwrap().0, fs)
+    let opts = Options::default()
+        .with_sync(sync)
+        .with_segment_bytes(segment_bytes)
+        .with_background_compaction(false);
+    super::support::open_faulty(dir, opts)
 }
 
 /// Reopens on the real file system and checks every acknowledged key.
 fn assert_acked_survive(dir: &Path, acked: &[usize]) -> Engine {
-    let opts = Options {
-        segment_bytes: 4096,
-        sync: SyncMode::Never,
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_segment_bytes(4096)
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false);
     let (db, _) = Engine::open(dir, opts).unwrap();
     for &i in acked {
         assert_eq!(
@@ -385,12 +379,10 @@ impl Fs for GateFs {
 fn groups_appended_during_an_fsync_wait_for_their_own_and_fail_with_it() {
     let d = tempfile::tempdir().unwrap();
     let gate = Arc::new(Gate::default());
-    let opts = Options {
-        fs: Arc::new(GateFs(Arc::clone(&gate))),
-        sync: SyncMode::Always,
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_fs(Arc::new(GateFs(Arc::clone(&gate))))
+        .with_sync(SyncMode::Always)
+        .with_background_compaction(false);
     let (db, _) = Engine::open(d.path(), opts).unwrap();
     db.put(&key(0), &value_of(0)).unwrap();
     {
@@ -492,13 +484,11 @@ impl Fs for FailWritesTo {
 #[test]
 fn a_failed_hint_write_costs_only_a_scan_at_the_next_open() {
     let d = tempfile::tempdir().unwrap();
-    let opts = Options {
-        fs: Arc::new(FailWritesTo(".hint.tmp")),
-        sync: SyncMode::Never,
-        segment_bytes: 4096,
-        background_compaction: false,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_fs(Arc::new(FailWritesTo(".hint.tmp")))
+        .with_sync(SyncMode::Never)
+        .with_segment_bytes(4096)
+        .with_background_compaction(false);
     let (db, _) = Engine::open(d.path(), opts).unwrap();
     let acked: Vec<usize> = (0..300).collect();
     for &i in &acked {
@@ -545,10 +535,7 @@ fn a_failed_truncation_of_a_torn_tail_fails_the_open_and_changes_nothing() {
 
     let fs = FaultyFs::new();
     fs.fail_from(FsOp::SetLen, 1);
-    let opts = Options {
-        fs: Arc::new(fs),
-        ..Options::default()
-    };
+    let opts = Options::default().with_fs(Arc::new(fs));
     let err = Engine::open(d.path(), opts).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert_eq!(std::fs::read(&wal).unwrap(), torn);
@@ -591,10 +578,7 @@ fn a_removed_data_directory_fails_the_next_write_instead_of_swallowing_it() {
 fn a_removed_data_directory_latches_within_seconds_under_sync_never() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("data");
-    let opts = Options {
-        sync: SyncMode::Never,
-        ..Options::default()
-    };
+    let opts = Options::default().with_sync(SyncMode::Never);
     let (db, _) = Engine::open(&dir, opts).unwrap();
     db.put(b"before", b"1").unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -624,10 +608,7 @@ impl kvstore::engine::Observer for PanickingObserver {
 #[test]
 fn a_panic_in_the_observer_latches_with_its_cause_and_nothing_hangs() {
     let d = tempfile::tempdir().unwrap();
-    let opts = Options {
-        observer: Some(Arc::new(PanickingObserver)),
-        ..Options::default()
-    };
+    let opts = Options::default().with_observer(Arc::new(PanickingObserver));
     let (db, _) = Engine::open(d.path(), opts).unwrap();
     // The write itself was synced and published before the observer ran.
     let _ = db.put(b"k", b"v");

@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod basic;
-mod common;
 mod compaction;
 mod compaction_steps;
 mod concurrency;
@@ -14,4 +13,5 @@ mod power_loss;
 mod readonly;
 mod recovery;
 mod support;
+mod surface;
 mod ttl;

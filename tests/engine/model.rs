@@ -188,13 +188,11 @@ struct Harness<'a> {
 }
 
 fn options(clock: &ManualClock) -> Options {
-    Options {
-        segment_bytes: 4096,
-        sync: SyncMode::Never,
-        background_compaction: false,
-        clock: Arc::new(clock.clone()),
-        ..Options::default()
-    }
+    Options::default()
+        .with_segment_bytes(4096)
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false)
+        .with_clock(Arc::new(clock.clone()))
 }
 
 impl Harness<'_> {

@@ -238,27 +238,23 @@ impl Tally {
 /// Reopening with the real file system: small segments, since every open
 /// allocates a whole `wal.log` (the default 64 MiB would dominate the run).
 fn plain() -> Options {
-    Options {
-        segment_bytes: 4096,
-        background_compaction: false,
-        ..Options::default()
-    }
+    Options::default()
+        .with_segment_bytes(4096)
+        .with_background_compaction(false)
 }
 
 fn options(mode: Mode, fs: Arc<PowerLossFs>) -> Options {
-    Options {
-        segment_bytes: 4096,
-        sync: mode.sync(),
-        background_compaction: true,
-        compaction_ratio: 0.2,
-        compaction_min_bytes: 8 << 10,
-        compaction_threads: 1,
+    Options::default()
+        .with_segment_bytes(4096)
+        .with_sync(mode.sync())
+        .with_background_compaction(true)
+        .with_compaction_ratio(0.2)
+        .with_compaction_min_bytes(8 << 10)
+        .with_compaction_threads(1)
         // The background thread ticks at this (at most 250 ms): often enough
         // for its compaction trigger to fire inside a short case.
-        expiry_sweep_interval: Duration::from_millis(5),
-        fs,
-        ..Options::default()
-    }
+        .with_expiry_sweep_interval(Duration::from_millis(5))
+        .with_fs(fs)
 }
 
 struct Run<'a> {
@@ -709,12 +705,10 @@ fn all_pairs(db: &Engine) -> BTreeMap<Vec<u8>, Vec<u8>> {
 /// hint, one with a preallocated tail left), a leftover `.tmp`, and a
 /// `wal.log` whose header is zeros (torn while it was being written).
 fn directory_needing_recovery(dir: &Path) {
-    let opts = Options {
-        segment_bytes: 4096,
-        sync: SyncMode::Never,
-        background_compaction: false,
-        ..plain()
-    };
+    let opts = plain()
+        .with_segment_bytes(4096)
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false);
     let (db, _) = Engine::open(dir, opts).unwrap();
     for i in 0..60 {
         db.put(&key(i % KEYS), &value(i % KEYS, i, 150)).unwrap();
@@ -760,10 +754,7 @@ fn power_loss_at_every_call_of_a_recovery_keeps_the_data() {
         let d = super::support::mem_tempdir();
         copy_dir(prepared.path(), d.path());
         let fs = Arc::new(PowerLossFs::new(d.path()).unwrap());
-        let opts = Options {
-            fs: Arc::clone(&fs) as _,
-            ..plain()
-        };
+        let opts = plain().with_fs(Arc::clone(&fs) as _);
         let (db, _) = Engine::open(d.path(), opts).unwrap();
         let calls = fs.counts().calls;
         drop(db);
@@ -776,10 +767,7 @@ fn power_loss_at_every_call_of_a_recovery_keeps_the_data() {
             copy_dir(prepared.path(), d.path());
             let fs = Arc::new(PowerLossFs::new(d.path()).unwrap());
             fs.cut_power_at_call(nth);
-            let opts = Options {
-                fs: Arc::clone(&fs) as _,
-                ..plain()
-            };
+            let opts = plain().with_fs(Arc::clone(&fs) as _);
             if let Ok((db, _)) = Engine::open(d.path(), opts) {
                 drop(db);
             }
@@ -837,17 +825,15 @@ fn a_garbage_wal_header_is_torn_only_when_no_record_follows() {
 fn compaction_keeps_a_durable_value_whose_successor_is_not_yet_synced() {
     let d = super::support::mem_tempdir();
     let fs = Arc::new(PowerLossFs::new(d.path()).unwrap());
-    let opts = Options {
-        segment_bytes: 4096,
-        sync: SyncMode::Never,
-        background_compaction: true,
-        compaction_ratio: 0.01,
-        compaction_min_bytes: 1,
-        compaction_threads: 1,
-        expiry_sweep_interval: Duration::from_millis(5),
-        fs: Arc::clone(&fs) as _,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .with_segment_bytes(4096)
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(true)
+        .with_compaction_ratio(0.01)
+        .with_compaction_min_bytes(1)
+        .with_compaction_threads(1)
+        .with_expiry_sweep_interval(Duration::from_millis(5))
+        .with_fs(Arc::clone(&fs) as _);
     let (db, _) = Engine::open(d.path(), opts).unwrap();
     db.put(b"k", &[b'1'; 1000]).unwrap();
     for i in 0..12u8 {
@@ -942,10 +928,7 @@ fn the_checker_catches_a_build_that_skips_the_compaction_output_fsync() {
         let dir = super::support::mem_tempdir();
         let fs = Arc::new(PowerLossFs::new(dir.path()).unwrap());
         fs.drop_syncs_of(Some(".seg.tmp"));
-        let opts = Options {
-            background_compaction: false,
-            ..options(Mode::Always, Arc::clone(&fs))
-        };
+        let opts = options(Mode::Always, Arc::clone(&fs)).with_background_compaction(false);
         let (db, _) = Engine::open(dir.path(), opts).unwrap();
         let mut model = Model::default();
         for i in 0..(60 + seed * 5) {

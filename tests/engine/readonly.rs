@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::common::{open, tiny};
 use super::support::append;
+use super::support::{open, tiny};
 use kvstore::engine::fs::{FaultyFs, FsOp};
 use kvstore::engine::{Engine, Error};
 
@@ -122,13 +122,7 @@ fn every_write_and_compaction_of_a_read_only_open_is_refused_by_name() {
 fn a_read_only_open_rolls_an_interrupted_compaction_forward_in_memory_only() {
     let d = tempfile::tempdir().unwrap();
     let fs = FaultyFs::new();
-    let (db, _) = open(
-        d.path(),
-        kvstore::engine::Options {
-            fs: Arc::new(fs.clone()),
-            ..tiny()
-        },
-    );
+    let (db, _) = open(d.path(), tiny().with_fs(Arc::new(fs.clone())));
     let mut model = BTreeMap::new();
     for round in 0..2u32 {
         for i in 0..150 {

@@ -8,14 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kvstore::engine::__test_support::record::{self, RecordKind};
+use kvstore::engine::__test_support::{DecodeError, FILE_HEADER_LEN, MAGIC};
 use kvstore::engine::clock::ManualClock;
-use kvstore::engine::format::record::{self, RecordKind};
-use kvstore::engine::format::{DecodeError, FILE_HEADER_LEN, MAGIC};
 use kvstore::engine::{Batch, Engine, Error, Options, SegmentId, SyncMode};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::common::tiny;
+use super::support::tiny;
 use super::support::{
     append, copy_dir, data_files, find, flip, hint_of, overwrite, sealed_segments, truncate,
 };
@@ -299,10 +299,7 @@ const LEGACY: &str = r#"{"op":"set","key":"plain","value":{"x": [1, 2.50]},"time
 "#;
 
 fn legacy_options(clock: &ManualClock) -> Options {
-    Options {
-        clock: Arc::new(clock.clone()),
-        ..Options::default()
-    }
+    Options::default().with_clock(Arc::new(clock.clone()))
 }
 
 fn get_str(db: &Engine, k: &str) -> Option<String> {
@@ -329,6 +326,7 @@ fn assert_legacy_state(db: &Engine) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_legacy_json_lines_wal_is_migrated_once_and_kept_byte_for_byte() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(wal(d.path()), LEGACY).unwrap();
@@ -363,6 +361,7 @@ fn a_legacy_json_lines_wal_is_migrated_once_and_kept_byte_for_byte() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_migration_interrupted_before_the_backup_starts_over() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(wal(d.path()), LEGACY).unwrap();
@@ -379,6 +378,7 @@ fn a_migration_interrupted_before_the_backup_starts_over() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_migration_interrupted_after_the_backup_is_finished() {
     // A finished migration elsewhere gives the converted file.
     let done = tempfile::tempdir().unwrap();
@@ -400,6 +400,7 @@ fn a_migration_interrupted_after_the_backup_is_finished() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_legacy_wal_whose_last_line_is_torn_migrates_the_lines_before_it() {
     let d = tempfile::tempdir().unwrap();
     let text = concat!(
@@ -422,6 +423,7 @@ fn a_legacy_wal_whose_last_line_is_torn_migrates_the_lines_before_it() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "json-lines"), ignore = "needs the json-lines decoder")]
 fn a_legacy_wal_with_a_bad_middle_line_is_refused_and_left_untouched() {
     let d = tempfile::tempdir().unwrap();
     let text =
@@ -437,10 +439,7 @@ fn a_legacy_wal_with_a_bad_middle_line_is_refused_and_left_untouched() {
 fn a_legacy_wal_without_a_decoder_is_refused_and_left_untouched() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(wal(d.path()), LEGACY).unwrap();
-    let opts = Options {
-        legacy_decoder: None,
-        ..Options::default()
-    };
+    let opts = Options::default().with_legacy_decoder(None);
     let err = Engine::open(d.path(), opts).unwrap_err();
     assert!(matches!(err, Error::LegacyWithoutDecoder { .. }), "{err:?}");
     assert_eq!(std::fs::read(wal(d.path())).unwrap(), LEGACY.as_bytes());
@@ -624,10 +623,7 @@ fn apply_damage(path: &Path, d: &Damage) {
 #[test]
 fn random_damage_to_any_file_never_panics_or_returns_wrong_data() {
     let pristine = tempfile::tempdir().unwrap();
-    let opts = || Options {
-        sync: SyncMode::Never,
-        ..tiny()
-    };
+    let opts = || tiny().with_sync(SyncMode::Never);
     {
         let (db, _) = Engine::open(pristine.path(), opts()).unwrap();
         for i in 0..150 {
@@ -730,7 +726,7 @@ fn assert_reads(db: &Engine, model: &std::collections::BTreeMap<Vec<u8>, Vec<u8>
 /// Rewrites `hint` as a build without SORTED would have: entries unflagged,
 /// in reverse order; `flag` then sets the flags byte anyway (a lie).
 fn rewrite_hint_unsorted(hint: &Path, flag: u8) {
-    use kvstore::engine::format::hint::{Hint, HintWriter};
+    use kvstore::engine::__test_support::hint::{Hint, HintWriter};
     let bytes = std::fs::read(hint).unwrap();
     let parsed = Hint::parse(&bytes).unwrap();
     let mut entries = Vec::new();
@@ -749,7 +745,7 @@ fn rewrite_hint_unsorted(hint: &Path, flag: u8) {
 
 #[test]
 fn sealed_hints_are_key_sorted_and_open_merges_them_newest_first() {
-    use kvstore::engine::format::hint::Hint;
+    use kvstore::engine::__test_support::hint::Hint;
     let d = tempfile::tempdir().unwrap();
     let model = history_fixture(d.path());
     for seg in sealed_segments(d.path()) {

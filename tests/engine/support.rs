@@ -1,5 +1,6 @@
-//! Helpers for the scenario modules: surgery on the files of a closed data
-//! directory, and re-executing this test binary as a child process.
+//! The one helper module of the engine tests: opening with test options
+//! (tiny segments, a fault-injecting file system), surgery on the files of a
+//! closed data directory, and re-executing this test binary as a child process.
 #![allow(
     dead_code,
     reason = "each scenario module uses a subset; removed once all are in"
@@ -11,6 +12,30 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::Arc;
+
+use kvstore::engine::fs::FaultyFs;
+use kvstore::engine::{Engine, Options, RecoveryReport, SyncMode};
+
+/// Options with tiny segments so rotation happens constantly.
+pub fn tiny() -> Options {
+    Options::default()
+        .with_segment_bytes(4096)
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false)
+}
+
+/// Opens `dir` with `opts`; a test's own setup is expected to open.
+pub fn open(dir: &Path, opts: Options) -> (Engine, RecoveryReport) {
+    Engine::open(dir, opts).unwrap()
+}
+
+/// Opens `dir` with `opts` on a fresh [`FaultyFs`], returned to arm faults with.
+pub fn open_faulty(dir: &Path, opts: Options) -> (Engine, FaultyFs) {
+    let fs = FaultyFs::new();
+    let (db, _) = open(dir, opts.with_fs(Arc::new(fs.clone())));
+    (db, fs)
+}
 
 /// Names of the files in `dir` ending with `suffix`, sorted (segment ids sort
 /// by name because they are fixed-width hex).
@@ -137,7 +162,7 @@ pub fn mem_tempdir() -> tempfile::TempDir {
 /// Bytes of a segment file that hold its header and records: `wal.log` is
 /// preallocated while open, so its file length says nothing about its data.
 pub fn data_len(path: &Path) -> u64 {
-    use kvstore::engine::format::{FILE_HEADER_LEN, record};
+    use kvstore::engine::__test_support::{FILE_HEADER_LEN, record};
     let bytes = std::fs::read(path).unwrap();
     if bytes.len() < FILE_HEADER_LEN {
         return bytes.len() as u64;

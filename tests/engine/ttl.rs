@@ -13,12 +13,10 @@ use kvstore::engine::{Batch, Engine, Expiry, OpResult, Options, Prior, SyncMode}
 const START: u64 = 1_800_000_000_000;
 
 fn options(clock: &ManualClock) -> Options {
-    Options {
-        clock: Arc::new(clock.clone()),
-        sync: SyncMode::Never,
-        background_compaction: false,
-        ..Options::default()
-    }
+    Options::default()
+        .with_clock(Arc::new(clock.clone()))
+        .with_sync(SyncMode::Never)
+        .with_background_compaction(false)
 }
 
 fn open(dir: &Path, clock: &ManualClock) -> Engine {
@@ -166,10 +164,7 @@ fn a_key_that_expired_while_closed_stays_gone_after_reopen() {
 fn expiry_read_back_from_hint_files_still_applies() {
     let d = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START);
-    let opts = Options {
-        segment_bytes: 4096,
-        ..options(&clock)
-    };
+    let opts = options(&clock).with_segment_bytes(4096);
     let (db, _) = Engine::open(d.path(), opts.clone()).unwrap();
     for i in 0..300u32 {
         let k = format!("k{i:04}");

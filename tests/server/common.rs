@@ -64,14 +64,7 @@ pub async fn start()
 pub async fn start_with(
     config: ServerConfig,
 ) -> Server<impl Service<Request, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>> {
-    start_on(
-        config,
-        Options {
-            sync: SyncMode::Never,
-            ..Options::default()
-        },
-    )
-    .await
+    start_on(config, Options::default().with_sync(SyncMode::Never)).await
 }
 
 /// A server with `config` over an engine opened with `opts` (its clock
@@ -82,10 +75,7 @@ pub async fn start_on(
 ) -> Server<impl Service<Request, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>> {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
-    let opts = Options {
-        clock: std::sync::Arc::new(clock.clone()),
-        ..opts
-    };
+    let opts = opts.with_clock(std::sync::Arc::new(clock.clone()));
     let (engine, _) = Engine::open(dir.path(), opts).unwrap();
     let state = Data::new(AppState::new(engine, &config));
     let svc = test::init_service(server::app(state.clone())).await;

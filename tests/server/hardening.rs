@@ -15,11 +15,9 @@ use kvstore::server::ServerConfig;
 use crate::common::{start, start_on, start_with};
 
 fn faulty(fs: &FaultyFs) -> Options {
-    Options {
-        sync: SyncMode::Always,
-        fs: Arc::new(fs.clone()),
-        ..Options::default()
-    }
+    Options::default()
+        .with_sync(SyncMode::Always)
+        .with_fs(Arc::new(fs.clone()))
 }
 
 #[actix_web::test]
@@ -176,11 +174,9 @@ async fn the_bearer_scheme_is_matched_in_any_case_and_the_token_exactly() {
 async fn the_key_limit_is_the_engine_s() {
     let s = start_on(
         ServerConfig::default(),
-        Options {
-            max_key_bytes: 3,
-            sync: SyncMode::Never,
-            ..Options::default()
-        },
+        Options::default()
+            .with_max_key_bytes(3)
+            .with_sync(SyncMode::Never),
     )
     .await;
     assert_eq!(s.state.max_key_bytes(), 3);

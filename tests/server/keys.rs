@@ -86,11 +86,9 @@ async fn the_key_limit_is_configurable() {
     // The key limit is the engine's: the server reads it from its options.
     let s = start_on(
         ServerConfig::default(),
-        Options {
-            max_key_bytes: 4,
-            sync: SyncMode::Never,
-            ..Options::default()
-        },
+        Options::default()
+            .with_max_key_bytes(4)
+            .with_sync(SyncMode::Never),
     )
     .await;
     s.set("abcd", "1").await;

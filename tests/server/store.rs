@@ -80,10 +80,7 @@ async fn concurrent_creates_of_one_key_let_exactly_one_win() {
     // window in which an unlocked check would still see the key absent.
     let s = start_on(
         ServerConfig::default(),
-        Options {
-            sync: SyncMode::Always,
-            ..Options::default()
-        },
+        Options::default().with_sync(SyncMode::Always),
     )
     .await;
     let bodies: Vec<String> = (0..16)
@@ -255,11 +252,9 @@ async fn a_key_over_the_limit_is_400() {
     // The key limit is the engine's: the server reads it from its options.
     let s = start_on(
         ServerConfig::default(),
-        Options {
-            max_key_bytes: 4,
-            sync: SyncMode::Never,
-            ..Options::default()
-        },
+        Options::default()
+            .with_max_key_bytes(4)
+            .with_sync(SyncMode::Never),
     )
     .await;
     let msg = s

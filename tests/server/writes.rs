@@ -61,11 +61,9 @@ impl Fs for SlowSync {
 async fn sixty_four_concurrent_puts_share_a_few_fsyncs() {
     let s = start_on(
         ServerConfig::default(),
-        Options {
-            sync: SyncMode::Always,
-            fs: Arc::new(SlowSync),
-            ..Options::default()
-        },
+        Options::default()
+            .with_sync(SyncMode::Always)
+            .with_fs(Arc::new(SlowSync)),
     )
     .await;
     let before = s.state.engine.stats().fsyncs;
@@ -87,11 +85,9 @@ async fn after_a_failed_fsync_writes_are_503_and_reads_still_work() {
     let fs = FaultyFs::new();
     let s = start_on(
         ServerConfig::default(),
-        Options {
-            sync: SyncMode::Always,
-            fs: Arc::new(fs.clone()),
-            ..Options::default()
-        },
+        Options::default()
+            .with_sync(SyncMode::Always)
+            .with_fs(Arc::new(fs.clone())),
     )
     .await;
     s.set("a", "1").await;

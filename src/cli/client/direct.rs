@@ -32,11 +32,7 @@ impl Direct {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
             });
         }
-        let opts = Options {
-            // A one-shot command must not start a rewrite it then waits for.
-            background_compaction: false,
-            ..Options::default()
-        };
+        let opts = Options::default().with_background_compaction(false);
         match Engine::open(dir, opts) {
             Ok((engine, _report)) => Ok(Direct {
                 engine,

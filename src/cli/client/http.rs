@@ -262,7 +262,7 @@ impl Target for Http {
         let answer = Self::ok(answer)?;
         // Re-emitted compact on one line, whatever the server's spacing.
         let raw: &RawValue = parse(&answer)?;
-        Ok(String::from_utf8_lossy(&crate::json::minify(raw.get())).into_owned())
+        Ok(String::from_utf8_lossy(&crate::server::minify(raw.get())).into_owned())
     }
 
     fn close(self: Box<Self>) -> Result<(), ClientError> {

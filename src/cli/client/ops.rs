@@ -18,8 +18,8 @@ use serde_json::value::RawValue;
 
 use super::{BatchOp, ClientError, Target, Write};
 use crate::cli::units;
-use crate::json::minify;
 use crate::server::body::{present, ttl_seconds};
+use crate::server::minify;
 
 /// Keys fetched per listing request.
 const LIST_PAGE: usize = 1000;

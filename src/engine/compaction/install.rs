@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::super::dir;
+use super::super::dir::MANIFEST;
 use super::super::error::{Error, Result};
 use super::super::fs::Fs;
 use super::super::segment::active::write_file_atomically;
@@ -19,7 +20,7 @@ use super::super::segment::sealed::SealedSegment;
 use super::super::stats::Counters;
 use super::super::{SegmentId, Shared};
 use super::SWAP_CHUNK;
-use super::manifest::{self, MANIFEST};
+use super::manifest;
 use super::output::{Move, Output};
 
 impl Shared {

@@ -10,15 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use super::super::SegmentId;
-use super::super::dir::{self, Listing};
+use super::super::dir::{self, Listing, MANIFEST, MANIFEST_HEADER};
 use super::super::error::{Error, Result};
-use super::super::format::DecodeError;
 use super::super::options::Options;
 use super::super::recovery::Mode;
-
-/// The manifest of a compaction step whose outputs are being put in place.
-pub const MANIFEST: &str = "COMPACTION";
-const MANIFEST_HEADER: &str = "kvstore compaction manifest v1";
 
 /// The manifest's text naming `inputs` and `outputs`.
 pub(super) fn encode(inputs: &[SegmentId], outputs: &[SegmentId]) -> String {
@@ -34,25 +29,27 @@ pub(super) fn encode(inputs: &[SegmentId], outputs: &[SegmentId]) -> String {
 }
 
 /// Inputs and outputs of a whole manifest; `None` if it is not one.
-fn decode(text: &str) -> Option<(Vec<SegmentId>, Vec<SegmentId>)> {
+fn decode(text: &str) -> Result<(Vec<SegmentId>, Vec<SegmentId>), &'static str> {
     let mut lines = text.lines();
-    if lines.next()? != MANIFEST_HEADER {
-        return None;
+    if lines.next() != Some(MANIFEST_HEADER) {
+        return Err("its first line is not the manifest header");
     }
     let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
     for line in lines {
         if line == "end" {
-            return Some((inputs, outputs));
+            return Ok((inputs, outputs));
         }
-        let (kind, id) = line.split_once(' ')?;
-        let id = SegmentId(u64::from_str_radix(id, 16).ok()?);
+        let (kind, id) = line
+            .split_once(' ')
+            .ok_or("a line is not `input <id>`, `output <id>` or `end`")?;
+        let id = SegmentId(u64::from_str_radix(id, 16).map_err(|_| "a segment id is not hex")?);
         match kind {
             "input" => inputs.push(id),
             "output" => outputs.push(id),
-            _ => return None,
+            _ => return Err("a line is neither an input nor an output"),
         }
     }
-    None
+    Err("it has no `end` line")
 }
 
 /// At open: finishes or undoes a compaction step that a crash interrupted
@@ -73,12 +70,10 @@ pub(crate) fn recover(
         Err(e) => return Err(Error::io("reading", &manifest, e)),
     };
     // The manifest is written whole (tmp + rename) or not at all.
-    let Some((inputs, outputs)) = decode(&text) else {
-        return Err(Error::Format {
-            path: manifest,
-            reason: DecodeError::BadMagic,
-        });
-    };
+    let (inputs, outputs) = decode(&text).map_err(|reason| Error::Manifest {
+        path: manifest.clone(),
+        reason,
+    })?;
     let all_in_place = outputs
         .iter()
         .all(|id| listing.segments.binary_search(id).is_ok());
@@ -130,11 +125,12 @@ mod tests {
         );
         assert_eq!(
             decode(&text),
-            Some((
+            Ok((
                 vec![SegmentId(0x10000), SegmentId(0x20000)],
                 vec![SegmentId(0x20001)]
             ))
         );
-        assert_eq!(decode(&text[..text.len() - 4]), None);
+        assert!(decode(&text[..text.len() - 4]).is_err());
+        assert!(decode("not a manifest\nend\n").is_err());
     }
 }

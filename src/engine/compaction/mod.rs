@@ -60,7 +60,6 @@ use super::segment::sealed::SealedSegment;
 use super::stats::Counters;
 use super::{Engine, SegmentId, Shared};
 
-pub use manifest::MANIFEST;
 pub(crate) use manifest::recover;
 use output::Move;
 use plan::Step;
@@ -72,6 +71,7 @@ const SWAP_CHUNK: usize = KEYDIR_CHUNK;
 
 /// What one compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompactionReport {
     /// Disk bytes freed (inputs' size minus outputs' size).
     pub reclaimed_bytes: u64,
@@ -181,7 +181,19 @@ impl Shared {
             }
             // Consumed: the inputs' mappings go with the step, so the disk
             // space of deleted inputs is free before the next step writes.
-            self.compact_step(step, &mut report)?;
+            match self.compact_step(step, &mut report) {
+                // Output ids are chosen before anything is written, so a step
+                // with none free beside its inputs changed nothing: skip it
+                // and let the later steps reclaim (its dead bytes wait until
+                // its neighbours change).
+                Err(Error::SegmentIdsExhausted { reason }) => {
+                    tracing::warn!(
+                        reason,
+                        "compaction step skipped: no segment id free beside its inputs"
+                    );
+                }
+                r => r?,
+            }
         }
 
         let c = &self.counters;
@@ -235,10 +247,7 @@ impl Shared {
 }
 
 fn too_many(reason: &'static str) -> Error {
-    Error::InvalidOption {
-        name: "compaction",
-        reason,
-    }
+    Error::CompactionTooLarge { reason }
 }
 
 fn elapsed_ms(started: Instant) -> u64 {

@@ -211,7 +211,7 @@ impl Shared {
                 dir::segment_path(&self.dir, id),
                 dir::hint_path(&self.dir, id),
             ] {
-                let _ = std::fs::remove_file(dir::tmp_path(&path));
+                let _ = self.opts.fs.remove_file(&dir::tmp_path(&path));
             }
         }
     }
@@ -231,7 +231,8 @@ impl OutputFile {
     /// Appends a record (its exact bytes) and its hint entry; returns its offset.
     fn push(&mut self, rec: &RecordRef<'_>, bytes: &[u8]) -> Result<u32> {
         let len = self.seg.written + self.buf.len() as u64;
-        let offset = u32::try_from(len).map_err(|_| Error::BatchTooLarge {
+        let offset = u32::try_from(len).map_err(|_| Error::OffsetOverflow {
+            what: "a compaction output's record offset",
             len,
             max: u64::from(u32::MAX),
         })?;

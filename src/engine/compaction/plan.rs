@@ -216,9 +216,8 @@ impl Shared {
             .collect();
         drop(set);
         if ids.len() < count {
-            return Err(Error::InvalidOption {
-                name: "compaction",
-                reason: "no segment id is free beside the inputs; write more data before compacting again",
+            return Err(Error::SegmentIdsExhausted {
+                reason: "none beside the inputs; write more data before compacting again",
             });
         }
         Ok(ids)

@@ -29,6 +29,8 @@
 //! records are in file order) are sorted in memory at open. A flag whose
 //! promise does not hold is a damaged hint: rejected whole, segment scanned.
 
+#![allow(clippy::indexing_slicing)] // Bounds are checked first; the owner may convert.
+
 use super::record::{KEY_LEN_LIMIT, RecordKind};
 use super::{DecodeError, FILE_HEADER_LEN, FileHeader, FileKind, read_u32, read_u64};
 use crate::engine::SegmentId;
@@ -239,11 +241,13 @@ impl<'a> Hint<'a> {
     }
 
     /// Number of entries the file claims.
+    #[cfg(test)]
     pub fn len(&self) -> u32 {
         self.count
     }
 
     /// True when the hint indexes no record.
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -331,6 +335,7 @@ pub struct SortedRun {
     bytes: Vec<u8>,
     start: usize,
     end: usize,
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by the unit tests' checks"))]
     len: u32,
 }
 
@@ -399,13 +404,10 @@ impl SortedRun {
     }
 
     /// Number of entries.
+    #[cfg(test)]
+    #[allow(clippy::len_without_is_empty, reason = "a test-only count")]
     pub fn len(&self) -> u32 {
         self.len
-    }
-
-    /// True when the run has no entry.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The entries in key order.

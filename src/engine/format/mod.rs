@@ -1,15 +1,20 @@
-//! Byte layouts of every file the engine writes, and the names those files carry.
+//! Byte layouts of every file the engine writes (their names are in `dir`).
 //!
 //! Everything here is pure: encoders append to a `Vec<u8>`, decoders take a byte
 //! slice and never trust a length they read — a length that does not fit the slice
 //! is reported as [`DecodeError`], never used to allocate or index. DESIGN.md draws
 //! each layout byte by byte; the constants below are the single source of truth.
 
+// Bytes here come from disk: a slice index is a panic waiting for a damaged
+// file, so every access is checked (`get`) and this is enforced (unit tests,
+// which build their own bytes, may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 pub mod hint;
 pub mod record;
 
-/// Identifies a kvstore data file; the first eight bytes of every segment and hint file.
-pub const MAGIC: [u8; 8] = *b"KVSTORE\0";
+/// Kept here too: every layout below starts with it.
+pub use super::dir::MAGIC;
 /// Version of the segment and hint formats this build reads and writes.
 pub const FORMAT_VERSION: u16 = 1;
 /// Bytes of the header that starts every segment and hint file.
@@ -86,7 +91,7 @@ impl FileHeader {
 
     /// Decodes and checks a header at the start of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<FileHeader, DecodeError> {
-        let header = bytes.get(..FILE_HEADER_LEN).ok_or(DecodeError::Truncated {
+        let header: &[u8; FILE_HEADER_LEN] = bytes.first_chunk().ok_or(DecodeError::Truncated {
             needed: FILE_HEADER_LEN,
             available: bytes.len(),
         })?;
@@ -112,18 +117,22 @@ impl FileHeader {
     }
 }
 
-/// Reads a little-endian u32 at `at`; the caller has checked the bounds.
+/// Reads a little-endian u32 at `at`; the caller has checked the bounds
+/// (out of them it reads 0 rather than panic).
 pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(b)
+    bytes
+        .get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .map_or(0, |b| u32::from_le_bytes(*b))
 }
 
-/// Reads a little-endian u64 at `at`; the caller has checked the bounds.
+/// Reads a little-endian u64 at `at`; the caller has checked the bounds
+/// (out of them it reads 0 rather than panic).
 pub(crate) fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(b)
+    bytes
+        .get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .map_or(0, |b| u64::from_le_bytes(*b))
 }
 
 #[cfg(test)]

@@ -141,8 +141,11 @@ pub fn encode(out: &mut Vec<u8>, kind: RecordKind, expiry: u64, key: &[u8], valu
     put_varint(out, len_u32(value.len()));
     out.extend_from_slice(key);
     out.extend_from_slice(value);
-    let crc = crc32fast::hash(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    // `start + 4 <= out.len()`: the placeholder was pushed above.
+    let crc = crc32fast::hash(out.get(start + 4..).unwrap_or_default());
+    if let Some(slot) = out.get_mut(start..start + 4) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 /// Appends a batch marker announcing `count` records.
@@ -159,13 +162,14 @@ pub fn len_u32(len: usize) -> u32 {
 
 /// Decodes the record at the start of `bytes`, verifying its checksum.
 pub fn decode(bytes: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
+    let truncated = |needed: usize| DecodeError::Truncated {
+        needed,
+        available: bytes.len(),
+    };
     if bytes.len() < MIN_RECORD_LEN {
-        return Err(DecodeError::Truncated {
-            needed: MIN_RECORD_LEN,
-            available: bytes.len(),
-        });
+        return Err(truncated(MIN_RECORD_LEN));
     }
-    let kind_byte = bytes[4];
+    let kind_byte = *bytes.get(4).ok_or(truncated(MIN_RECORD_LEN))?;
     let kind = RecordKind::from_byte(kind_byte)?;
     let mut at = 5;
     let expiry = if kind_byte & EXPIRY_FLAG != 0 {
@@ -206,15 +210,15 @@ pub fn decode(bytes: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
     let key_end = at + key_len as usize;
     let end = key_end + value_len as usize;
     let stored = read_u32(bytes, 0);
-    let computed = crc32fast::hash(&bytes[4..end]);
+    let computed = crc32fast::hash(bytes.get(4..end).ok_or(truncated(end))?);
     if stored != computed {
         return Err(DecodeError::Checksum { stored, computed });
     }
     Ok(RecordRef {
         kind,
         expiry,
-        key: &bytes[at..key_end],
-        value: &bytes[key_end..end],
+        key: bytes.get(at..key_end).ok_or(truncated(end))?,
+        value: bytes.get(key_end..end).ok_or(truncated(end))?,
     })
 }
 

@@ -96,6 +96,7 @@ impl AppendFile for StdAppendFile {
         let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
             return;
         };
+        #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
         // SAFETY: sync_file_range only reads its integer arguments; the fd is
         // open for as long as `self.0` lives.
         let _ = unsafe {
@@ -110,6 +111,7 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
+        #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
         // SAFETY: fallocate only reads its integer arguments; the fd is open
         // for as long as `file` lives.
         let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };

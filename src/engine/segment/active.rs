@@ -97,7 +97,8 @@ fn make_segment(
     file.allocate(capacity)
         .map_err(|e| Error::io("allocating", path, e))?;
     file.sync().map_err(|e| Error::io("syncing", path, e))?;
-    let cap = usize::try_from(capacity).map_err(|_| Error::BatchTooLarge {
+    let cap = usize::try_from(capacity).map_err(|_| Error::OffsetOverflow {
+        what: "a segment's capacity",
         len: capacity,
         max: usize::MAX as u64,
     })?;
@@ -157,7 +158,8 @@ impl ActiveSegment {
         file.sync().map_err(|e| Error::io("syncing", &path, e))?;
         let (len, cap) = (usize::try_from(len), usize::try_from(capacity));
         let (Ok(len), Ok(cap)) = (len, cap) else {
-            return Err(Error::BatchTooLarge {
+            return Err(Error::OffsetOverflow {
+                what: "a segment's capacity",
                 len: capacity,
                 max: usize::MAX as u64,
             });
@@ -232,12 +234,14 @@ impl ActiveSegment {
     }
 
     /// The file path.
+    #[allow(dead_code, reason = "unused since the module went private")]
     pub fn path(&self) -> &Path {
         self.memtable.path()
     }
 
     /// Appends encoded records: a copy into the mapping, no system call.
     /// The caller made room ([`room`](Self::room)).
+    #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
     pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
         if bytes.len() as u64 > self.room() {
             return Err(Error::BatchTooLarge {

@@ -10,18 +10,40 @@
 //! sealed segment is inserted in its place, and compaction removes a segment only
 //! after the keydir stopped pointing at it.
 
-pub mod active;
-pub mod scan;
-pub mod sealed;
+pub(crate) mod active;
+pub(crate) mod scan;
+pub(crate) mod sealed;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
-use super::SegmentId;
 use super::error::{Error, Result};
 use super::format::{DecodeError, record};
 use super::memtable::Memtable;
 use sealed::SealedSegment;
+
+/// Identifies a segment. Segments are ordered by id: a record in a higher id is
+/// newer. Rotation moves to the next generation (`id >> 16` + 1); compaction
+/// outputs take ids between their newest input and the next generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentId(pub u64);
+
+impl SegmentId {
+    /// The first id of a fresh directory.
+    pub const FIRST: SegmentId = SegmentId(1 << 16);
+
+    /// The id rotation gives the segment after this one.
+    pub fn next_generation(self) -> SegmentId {
+        SegmentId(((self.0 >> 16) + 1) << 16)
+    }
+}
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
 
 /// Where a reader finds the bytes of a segment.
 #[derive(Debug, Clone)]

@@ -6,19 +6,18 @@
 //! the last reader drops its `Arc`.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use memmap2::Mmap;
 
 use crate::engine::SegmentId;
 use crate::engine::error::{Error, Result};
-use crate::engine::format::{FILE_HEADER_LEN, FileHeader, FileKind};
+use crate::engine::format::{FileHeader, FileKind};
 
 /// One mapped sealed segment.
 #[derive(Debug)]
 pub struct SealedSegment {
     id: SegmentId,
-    path: PathBuf,
     map: Mmap,
 }
 
@@ -27,6 +26,7 @@ impl SealedSegment {
     /// a damaged header is left for the scan to report.
     pub fn open(id: SegmentId, path: &Path) -> Result<SealedSegment> {
         let file = File::open(path).map_err(|e| Error::io("opening segment", path, e))?;
+        #[allow(unsafe_code, reason = "audited: see the SAFETY comment")]
         // SAFETY: sealed segments are never modified or truncated while mapped:
         // the engine holds the directory lock, only writes new files, and removes
         // (unlinks) a segment only after no keydir entry points into it. Unlinking
@@ -40,11 +40,7 @@ impl SealedSegment {
                 reason,
             });
         }
-        Ok(SealedSegment {
-            id,
-            path: path.to_path_buf(),
-            map,
-        })
+        Ok(SealedSegment { id, map })
     }
 
     /// Whether the header is intact and names this segment.
@@ -58,11 +54,6 @@ impl SealedSegment {
         self.id
     }
 
-    /// The file path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         &self.map
@@ -71,11 +62,6 @@ impl SealedSegment {
     /// File length in bytes.
     pub fn len(&self) -> u64 {
         self.map.len() as u64
-    }
-
-    /// True for a file shorter than its header.
-    pub fn is_empty(&self) -> bool {
-        self.map.len() <= FILE_HEADER_LEN
     }
 
     /// Copies out the value of the record of `key` at `offset`.

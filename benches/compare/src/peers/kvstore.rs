@@ -21,10 +21,7 @@ impl Peer for Kvstore {
             Durability::Buffered => SyncMode::Never,
             Durability::Synced => SyncMode::Always,
         };
-        let options = Options {
-            sync,
-            ..Options::default()
-        };
+        let options = Options::default().with_sync(sync);
         let (engine, _report) = Engine::open(dir, options)?;
         Ok(Kvstore(engine))
     }
