@@ -325,7 +325,9 @@ fn sort_newest(entries: Vec<HintEntry<'_>>) -> Vec<HintEntry<'_>> {
         .zip(&entries)
         .map(|(i, e)| (crate::engine::key::words(e.key), i))
         .collect();
-    order.sort_unstable_by(|a, b| {
+    // Stable sort (driftsort): it also finds runs already in order, as a
+    // segment written in key-ordered batches has.
+    order.sort_by(|a, b| {
         a.0.cmp(&b.0)
             .then_with(|| entries[a.1 as usize].key.cmp(entries[b.1 as usize].key))
             .then(a.1.cmp(&b.1))
