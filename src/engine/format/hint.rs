@@ -314,11 +314,35 @@ fn decode_entry(rest: &[u8]) -> Result<(HintEntry<'_>, usize), DecodeError> {
 }
 
 /// `entries` (in segment order) sorted by key, keeping the last of each key.
-fn sort_newest(mut entries: Vec<HintEntry<'_>>) -> Vec<HintEntry<'_>> {
-    // Stable: equal keys stay in segment order, so the last one is the newest.
-    entries.sort_by(|a, b| a.key.cmp(b.key));
-    let mut out: Vec<HintEntry<'_>> = Vec::with_capacity(entries.len());
-    for e in entries {
+///
+/// Sorts 24-byte (leading key words, index) triples rather than the entries:
+/// for keys up to 16 bytes a comparison is two integer compares with no
+/// pointer to follow. The index breaks ties, so the order is stable.
+fn sort_newest(entries: Vec<HintEntry<'_>>) -> Vec<HintEntry<'_>> {
+    let Ok(n) = u32::try_from(entries.len()) else {
+        // Beyond any segment (a hint holds at most 2^32 entries): plain sort.
+        let mut entries = entries;
+        entries.sort_by(|a, b| a.key.cmp(b.key));
+        return dedup_last(entries.into_iter());
+    };
+    let mut order: Vec<((u64, u64), u32)> = (0..n)
+        .zip(&entries)
+        .map(|(i, e)| (crate::engine::key::words(e.key), i))
+        .collect();
+    // Stable sort (driftsort): it also finds runs already in order, as a
+    // segment written in key-ordered batches has.
+    order.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| entries[a.1 as usize].key.cmp(entries[b.1 as usize].key))
+            .then(a.1.cmp(&b.1))
+    });
+    dedup_last(order.iter().map(|&(_, i)| entries[i as usize]))
+}
+
+/// Entries sorted by key (equal keys oldest first), newest of each key only.
+fn dedup_last<'a>(sorted: impl Iterator<Item = HintEntry<'a>>) -> Vec<HintEntry<'a>> {
+    let mut out: Vec<HintEntry<'a>> = Vec::with_capacity(sorted.size_hint().0);
+    for e in sorted {
         match out.last_mut() {
             Some(last) if last.key == e.key => *last = e,
             _ => out.push(e),

@@ -5,8 +5,8 @@
 //! ~20 key comparisons down the tree, most of them cache misses):
 //! - `slots`: one 32-byte slot per key (key inline up to 16 bytes, location),
 //!   named by a `u32` id;
-//! - a hash table of slot ids (`hashbrown::HashTable<u32>`, foldhash of the key
-//!   bytes): `get`, `insert` of a present key and `remove` find the slot in
+//! - hash tables of slot ids (`hashbrown::HashTable<u32>` in 64 shards, foldhash
+//!   of the key bytes): `get`, `insert` of a present key and `remove` find the slot in
 //!   about one probe;
 //! - `order`: the slot ids in key order, in blocks, for scans, listings and
 //!   resumable ranges (O(log n) seek, then sequential).
@@ -65,10 +65,52 @@ impl Entry {
 /// Side tables keyed by slot id: nothing to defend against (ids are ours).
 type SideMap = HashMap<u32, u64, foldhash::fast::FixedState>;
 
+/// Shards of the point index: the top bits of a key's hash pick one.
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
+
+/// The point index, in [`SHARDS`] hash tables chosen by the hash's top bits
+/// (hashbrown places by its low bits, so the two do not interact). A table
+/// grows by rehashing all it holds at once, each rehash reading a slot's key:
+/// one table of millions of keys would stall every reader and writer behind
+/// the keydir lock for tens of milliseconds at each doubling; a shard holds
+/// 1/64th of the keys, so a doubling costs 1/64th of that. Shards also grow
+/// at different moments, which evens out the unused capacity.
+#[derive(Debug, Default)]
+struct Table {
+    /// Empty until the first insert, then [`SHARDS`] long.
+    shards: Vec<HashTable<u32>>,
+}
+
+fn shard_of(h: u64) -> usize {
+    usize::try_from(h >> (64 - SHARD_BITS)).unwrap_or(0)
+}
+
+impl Table {
+    fn shard(&self, h: u64) -> Option<&HashTable<u32>> {
+        self.shards.get(shard_of(h))
+    }
+
+    fn shard_mut(&mut self, h: u64) -> &mut HashTable<u32> {
+        if self.shards.len() != SHARDS {
+            self.shards = (0..SHARDS).map(|_| HashTable::new()).collect();
+        }
+        &mut self.shards[shard_of(h)]
+    }
+
+    fn allocation_size(&self) -> usize {
+        self.shards
+            .iter()
+            .map(HashTable::allocation_size)
+            .sum::<usize>()
+            + self.shards.capacity() * std::mem::size_of::<HashTable<u32>>()
+    }
+}
+
 /// The index and its running totals.
 #[derive(Default)]
 pub struct Keydir {
-    table: HashTable<u32>,
+    table: Table,
     /// Seeded per process: keys come from clients, and a fixed hash would let
     /// them pick colliding keys.
     hasher: foldhash::fast::RandomState,
@@ -156,23 +198,23 @@ impl Builder {
     }
 }
 
-/// Address bits whose order the bulk build follows (see [`build_table`]).
-const GROUP_BITS: u32 = 10;
+/// Bits of a shard's bucket position whose order the bulk build follows (see
+/// [`build_table`]): with the shard bits, 1024 groups.
+const GROUP_BITS: u32 = 4;
 
-/// The hash table of the `n` ids in `order`, at its final size.
+/// The point index of the `n` ids in `order`, every shard at its final size.
 ///
-/// Inserting in key order would write all over a table of several MiB, one
+/// Inserting in key order would write all over several MiB of tables, one
 /// cache miss or two per key: that was most of open's time. hashbrown puts a
-/// hash at bucket `hash & mask`, so the ids are first bucketed (one counting
-/// pass) by the top [`GROUP_BITS`] of that position; each group's inserts then
-/// land in one 1/1024th of the table, which stays in cache.
+/// hash at bucket `hash & mask`, so the ids are first grouped (one counting
+/// pass) by shard and the top [`GROUP_BITS`] of that position; each group's
+/// inserts then land in one 1/1024th of the index, which stays in cache.
 fn build_table(
     slots: &Slots,
     hasher: &foldhash::fast::RandomState,
     order: &Order,
     n: usize,
-) -> HashTable<u32> {
-    let mut table = HashTable::with_capacity(n);
+) -> Table {
     let rehash = |&id: &u32| hash_key(hasher, slots.key(id));
     // Sized up front: collecting from the order's iterator (no exact size)
     // would copy the vector at every doubling.
@@ -182,30 +224,46 @@ fn build_table(
             .iter_from(Pos { block: 0, at: 0 })
             .map(|id| (hash_key(hasher, slots.key(id)), id)),
     );
-    // hashbrown's bucket count for `n`; were it different, only speed suffers.
-    let buckets = (n.saturating_mul(8) / 7).max(16).next_power_of_two();
-    let bits = buckets.trailing_zeros();
-    if bits > GROUP_BITS + 4 {
-        let mask = (buckets - 1) as u64;
-        let shift = bits - GROUP_BITS;
-        let group = |h: u64| usize::try_from((h & mask) >> shift).unwrap_or(0);
-        let mut starts = vec![0usize; (1 << GROUP_BITS) + 1];
-        for &(h, _) in &hashed {
-            starts[group(h) + 1] += 1;
-        }
-        for g in 1..starts.len() {
-            starts[g] += starts[g - 1];
-        }
-        let mut grouped = vec![(0u64, 0u32); hashed.len()];
-        for &(h, id) in &hashed {
-            let at = &mut starts[group(h)];
-            grouped[*at] = (h, id);
-            *at += 1;
-        }
-        hashed = grouped;
+    let mut per_shard = [0usize; SHARDS];
+    for &(h, _) in &hashed {
+        per_shard[shard_of(h)] += 1;
     }
-    for (h, id) in hashed {
-        table.insert_unique(h, id, rehash);
+    // Each shard's (mask, shift) for hashbrown's bucket count at its size;
+    // were that count different, only speed would suffer.
+    let place: Vec<(u64, u32)> = per_shard
+        .iter()
+        .map(|&n| {
+            let buckets = (n.saturating_mul(8) / 7).max(16).next_power_of_two();
+            let bits = buckets.trailing_zeros();
+            ((buckets - 1) as u64, bits.saturating_sub(GROUP_BITS))
+        })
+        .collect();
+    let group = |h: u64| {
+        let (mask, shift) = place[shard_of(h)];
+        (shard_of(h) << GROUP_BITS) | usize::try_from((h & mask) >> shift).unwrap_or(0)
+    };
+    let mut starts = vec![0usize; (SHARDS << GROUP_BITS) + 1];
+    for &(h, _) in &hashed {
+        starts[group(h) + 1] += 1;
+    }
+    for g in 1..starts.len() {
+        starts[g] += starts[g - 1];
+    }
+    let mut grouped = vec![(0u64, 0u32); hashed.len()];
+    for &(h, id) in &hashed {
+        let at = &mut starts[group(h)];
+        grouped[*at] = (h, id);
+        *at += 1;
+    }
+    drop(hashed);
+    let mut table = Table {
+        shards: per_shard
+            .iter()
+            .map(|&n| HashTable::with_capacity(n))
+            .collect(),
+    };
+    for (h, id) in grouped {
+        table.shard_mut(h).insert_unique(h, id, rehash);
     }
     table
 }
@@ -238,8 +296,10 @@ impl Keydir {
 
     fn find(&self, key: &[u8]) -> Option<u32> {
         let probe = Probe::new(key);
+        let h = self.hash(key);
         self.table
-            .find(self.hash(key), |&id| self.slots.matches(id, &probe))
+            .shard(h)?
+            .find(h, |&id| self.slots.matches(id, &probe))
             .copied()
     }
 
@@ -318,7 +378,11 @@ impl Keydir {
     pub fn insert(&mut self, key: &[u8], e: Entry) -> Option<Entry> {
         let h = self.hash(key);
         let probe = Probe::new(key);
-        if let Some(&id) = self.table.find(h, |&id| self.slots.matches(id, &probe)) {
+        let present = self
+            .table
+            .shard(h)
+            .and_then(|t| t.find(h, |&id| self.slots.matches(id, &probe)));
+        if let Some(&id) = present {
             let old = self.entry_of(id);
             self.sub_totals(key, &old);
             self.add_totals(key, &e);
@@ -332,6 +396,7 @@ impl Keydir {
         self.order.insert(&self.slots, pos, id);
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.table
+            .shard_mut(h)
             .insert_unique(h, id, |&id| hash_key(hasher, slots.key(id)));
         None
     }
@@ -342,6 +407,7 @@ impl Keydir {
         let probe = Probe::new(key);
         let found = self
             .table
+            .shard_mut(h)
             .find_entry(h, |&id| self.slots.matches(id, &probe))
             .ok()?;
         let (id, _) = found.remove();
@@ -385,7 +451,7 @@ impl Keydir {
             }
             let key = Key::from_slice(self.slots.key(id));
             let h = self.hash(&key);
-            if let Ok(found) = self.table.find_entry(h, |&x| x == id) {
+            if let Ok(found) = self.table.shard_mut(h).find_entry(h, |&x| x == id) {
                 found.remove();
             }
             // Takes (exp, id) out of `expiring`.
