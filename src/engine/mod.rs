@@ -9,9 +9,14 @@
 //!   file name and magic number of a data directory, and its lock;
 //! - `segment`: `wal.log` (active), sealed segments (mmap), scanning;
 //! - `keydir`: the ordered key → location index; `memtable`: `wal.log` in memory;
-//! - `writer` (see [Writes](self#writes)): group commit; `pending`: the
+//! - `shared`: the state every handle and thread shares, its lock helpers and
+//!   the read path; `latch`: the read-only latch and its typed cause;
+//! - `writer` (see [Writes](self#writes)): group commit, pipelined with its
+//!   fsync; `rotation`: the renames that swap in the next `wal.log`; `sealer`:
+//!   the rest of a rotation, off the writer's path; `pending`: the
 //!   acknowledgement [`Engine::submit`] returns; `background`: the engine's
-//!   threads; `recovery`: rebuilding state at open (or, for
+//!   threads; `iter`: ordered (key, value) iterators; `compaction`: reclaiming
+//!   dead space in bounded steps; `recovery`: rebuilding state at open (or, for
 //!   [`Engine::open_read_only`], computing it without changing a file);
 //! - `migrate`: the one-time conversion of a legacy `wal.log` through a
 //!   [`LegacyDecoder`];
@@ -48,22 +53,23 @@ pub mod fs;
 mod iter;
 mod key;
 mod keydir;
+mod latch;
 mod memtable;
 mod migrate;
 mod options;
 mod pending;
 mod readonly;
 mod recovery;
+mod rotation;
 mod sealer;
 mod segment;
+mod shared;
 mod stats;
 mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
-};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 pub use batch::{Batch, Expiry, Op, OpResult, Prior};
@@ -82,9 +88,9 @@ pub use stats::Stats;
 
 use background::Threads;
 use format::record::RecordKind;
-use keydir::Keydir;
 use sealer::SpareSlot;
-use segment::{SegmentRef, SegmentSet};
+
+use shared::{Queue, Shared};
 use stats::Counters;
 use writer::{Request, Unsynced, Writer};
 
@@ -112,11 +118,6 @@ pub mod __test_support {
     pub use super::segment::active::header;
 }
 
-/// Lookups one read makes before it reports
-/// [`Error::ReadRetriesExhausted`]: each compaction step moves a key once, so
-/// losing this many races in a row means something keeps moving it.
-const READ_ATTEMPTS: u32 = 16;
-
 /// Whether a prefix scan stopped at its limit with keys left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanEnd {
@@ -124,40 +125,6 @@ pub enum ScanEnd {
     Exhausted,
     /// The limit was reached and at least one more key matches.
     More,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Queue {
-    pending: Vec<Request>,
-    shutdown: bool,
-}
-
-/// State shared by every handle and the background thread.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    dir: PathBuf,
-    opts: Options,
-    keydir: RwLock<Keydir>,
-    segments: RwLock<SegmentSet>,
-    writer: Mutex<Writer>,
-    queue: Mutex<Queue>,
-    queue_cv: Condvar,
-    /// Held by whoever syncs `wal.log` and publishes what the sync covered.
-    sync_lock: Mutex<()>,
-    unsynced: Mutex<Unsynced>,
-    /// Wakes the syncer thread: groups appended, or shutdown.
-    syncer_cv: Condvar,
-    /// The next segment, made ahead of its rotation.
-    spare: Mutex<SpareSlot>,
-    spare_wanted: AtomicBool,
-    sealer: Mutex<sealer::SealerQueue>,
-    sealer_cv: Condvar,
-    failure: OnceLock<Fault>,
-    counters: Counters,
-    closed: AtomicBool,
-    compaction: compaction::State,
-    access: recovery::Mode,
-    _lock: Option<dir::DirLock>,
 }
 
 /// Stops the engine's threads and syncs when the last handle goes away.
@@ -491,97 +458,5 @@ fn single_prior(results: Vec<OpResult>) -> Result<Prior> {
         _ => Err(Error::Internal {
             what: "a one-operation write was acknowledged without its put or delete result",
         }),
-    }
-}
-
-impl Shared {
-    fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
-            Err(Error::Closed)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Locks `m`. A lock a panic left poisoned guards state that may be
-    /// half-updated: it is never used; the engine latches read-only instead.
-    pub(crate) fn lock<'a, T>(
-        &self,
-        m: &'a Mutex<T>,
-        place: &'static str,
-    ) -> Result<MutexGuard<'a, T>> {
-        m.lock().map_err(|_| self.poisoned(place))
-    }
-
-    /// Latches the engine for a lock a panic poisoned; the error to return.
-    pub(crate) fn poisoned(&self, place: &'static str) -> Error {
-        self.latch_fault(Fault::Panic {
-            place,
-            message: "a panic while the lock was held".into(),
-        });
-        Error::ReadOnly {
-            cause: self.failure().unwrap_or(Fault::Panic {
-                place,
-                message: "a panic while the lock was held".into(),
-            }),
-        }
-    }
-
-    pub(crate) fn keydir_read(&self) -> Result<RwLockReadGuard<'_, Keydir>> {
-        self.keydir.read().map_err(|_| self.poisoned("the keydir"))
-    }
-
-    pub(crate) fn keydir_write(&self) -> Result<RwLockWriteGuard<'_, Keydir>> {
-        self.keydir.write().map_err(|_| self.poisoned("the keydir"))
-    }
-
-    pub(crate) fn segments_read(&self) -> Result<RwLockReadGuard<'_, SegmentSet>> {
-        self.segments
-            .read()
-            .map_err(|_| self.poisoned("the segment set"))
-    }
-
-    pub(crate) fn segments_write(&self) -> Result<RwLockWriteGuard<'_, SegmentSet>> {
-        self.segments
-            .write()
-            .map_err(|_| self.poisoned("the segment set"))
-    }
-
-    pub(crate) fn read(&self, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
-        // A lookup can race with compaction retiring the segment it found;
-        // the keydir then already points at the new copy, so look again.
-        for _ in 0..READ_ATTEMPTS {
-            let entry = self.keydir_read()?.get(key);
-            let Some(e) = entry else { return Ok(None) };
-            if e.is_expired(now) {
-                return Ok(None);
-            }
-            let seg = self.segments_read()?.get(e.segment);
-            match seg {
-                Some(SegmentRef::Active(m)) => {
-                    return m.read_value(e.offset, key).map(Some);
-                }
-                Some(SegmentRef::Sealed(s)) => return s.read_value(e.offset, key).map(Some),
-                None => continue,
-            }
-        }
-        Err(Error::ReadRetriesExhausted {
-            attempts: READ_ATTEMPTS,
-        })
-    }
-
-    fn sweep_if_due(&self, now: u64) {
-        let due = self.keydir_read().is_ok_and(|kd| kd.has_expired(now));
-        if due && let Ok(mut kd) = self.keydir_write() {
-            kd.sweep(now);
-        }
-    }
-
-    fn sync_now(&self) -> Result<()> {
-        self.lead();
-        if self.opts.sync == SyncMode::Always {
-            self.sync_unsynced(true);
-        }
-        self.sync_dirty()
     }
 }

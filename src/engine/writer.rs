@@ -35,12 +35,11 @@ use std::time::Instant;
 
 use super::batch::{Expiry, Op, OpResult, Prior};
 use super::error::{Error, Fault, Result};
-use super::format::FILE_HEADER_LEN;
 use super::format::record::{self, RecordKind};
 use super::keydir::{Entry, Key};
 use super::memtable::Memtable;
 use super::options::SyncMode;
-use super::segment::active::{ActiveSegment, RotateError, Spare};
+use super::segment::active::ActiveSegment;
 use super::stats::Counters;
 use super::{SegmentId, Shared};
 
@@ -561,7 +560,7 @@ impl Shared {
         Ok((memtable, base))
     }
 
-    fn no_active(&self) -> Error {
+    pub(super) fn no_active(&self) -> Error {
         Error::ReadOnly {
             cause: self.failure().unwrap_or(Fault::Other {
                 message: "no active segment after a failed rotation".into(),
@@ -722,24 +721,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Fails (and latches) once `m`'s file has no name left: writes acknowledged
-    /// into an unlinked `wal.log` would be lost with it.
-    pub(crate) fn check_not_removed(&self, m: &Memtable) -> Result<()> {
-        match m.with_file(|f| f.link_count()) {
-            Ok(0) => {
-                let e = Error::ReadOnly {
-                    cause: Fault::Removed {
-                        path: m.path().to_path_buf(),
-                    },
-                };
-                self.latch(&e);
-                Err(e)
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(Error::io("checking", m.path(), e)),
-        }
-    }
-
     /// Tells the embedder's observer about an fsync, outside every engine lock;
     /// a panic in it latches the engine like any panic on an engine path.
     fn observe_fsync(&self, elapsed: Option<std::time::Duration>, writes: usize) {
@@ -801,60 +782,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Seals `wal.log` and makes the spare (or a new segment big enough for
-    /// `needed` more bytes) the active segment; the sealer thread finishes the
-    /// old one. See `segment::active` for the steps.
-    pub(crate) fn rotate(&self, w: &mut Writer, needed: u64) -> Result<()> {
-        let Some(active) = w.active.as_ref() else {
-            return Err(self.no_active());
-        };
-        let next = active.id().next_generation();
-        let capacity = self.opts.segment_bytes.max(FILE_HEADER_LEN as u64 + needed);
-        let spare = match self.take_spare(next, capacity) {
-            Ok(s) => s,
-            // A failed fsync latches, wherever it is; a segment that could not
-            // be written or allocated (a full disk) fails only this write.
-            Err(e) if is_sync_failure(&e) => return Err(self.latch_and_refuse(&e)),
-            Err(e) => return Err(e),
-        };
-        let fs = &*self.opts.fs;
-        let rotated = active.rotate_to(fs, &self.dir, spare);
-        let new = match rotated {
-            Ok(new) => new,
-            Err(RotateError::Unchanged(e)) => return Err(self.latch_and_refuse(&e)),
-            Err(RotateError::NoWal(e)) => {
-                // The old memtable keeps serving reads; writes stop.
-                if let Some(old) = w.active.take() {
-                    self.hand_to_sealer(Arc::clone(old.memtable()), None);
-                }
-                self.latch(&e);
-                return Err(e);
-            }
-        };
-        Counters::add(&self.counters.disk_bytes, new.len());
-        Counters::add(&self.counters.segments, 1);
-        let fresh = Arc::clone(new.memtable());
-        let old = w.active.replace(new).map(|a| Arc::clone(a.memtable()));
-        if let Some(old) = old {
-            self.hand_to_sealer(old, Some(fresh));
-        }
-        Ok(())
-    }
-
-    /// The spare for segment `next` if one of `capacity` is ready, else a new one.
-    fn take_spare(&self, next: SegmentId, capacity: u64) -> Result<Spare> {
-        let fs = &*self.opts.fs;
-        let mut slot = self.lock(&self.spare, "the spare segment")?;
-        slot.taken = Some(next);
-        if let Some(s) = slot.spare.take() {
-            if s.id() == next && s.capacity() >= capacity {
-                return Ok(s);
-            }
-            s.discard(fs);
-        }
-        ActiveSegment::prepare(fs, &self.dir, next, capacity)
-    }
-
     /// Syncs the active memtable if it has unsynced bytes (`Periodic`, `sync()`).
     pub(crate) fn sync_dirty(&self) -> Result<()> {
         let _sync = self.lock(&self.sync_lock, "the sync lock")?;
@@ -877,52 +804,6 @@ impl Shared {
         drop(_sync);
         self.observe_fsync(synced, 0);
         Ok(())
-    }
-
-    /// Latches after `e`; the error for the write that met it.
-    fn latch_and_refuse(&self, e: &Error) -> Error {
-        self.latch(e);
-        Error::ReadOnly {
-            cause: self.failure().unwrap_or_else(|| Fault::of(e)),
-        }
-    }
-
-    /// Seals nothing more: takes `wal.log` away from the writer and cuts its
-    /// unused, preallocated tail (a cleanly closed directory holds no
-    /// preallocated space). Runs at close, after the last sync.
-    pub(crate) fn cut_active(&self) -> Result<()> {
-        let Some(active) = self.lock(&self.writer, "the writer lock")?.active.take() else {
-            return Ok(());
-        };
-        let m = active.memtable();
-        let len = m.len() as u64;
-        m.with_file(|f| {
-            f.set_len(len)?;
-            f.sync()
-        })
-        .map_err(|e| Error::io("cutting the unused tail of", m.path(), e))
-    }
-
-    /// Latches the engine read-only after `e`.
-    pub(crate) fn latch(&self, e: &Error) {
-        self.latch_fault(Fault::of(e));
-    }
-
-    /// Latches the engine read-only with `fault` (the first fault wins).
-    pub(crate) fn latch_fault(&self, fault: Fault) {
-        if self.failure.set(fault).is_ok() {
-            if let Some(f) = self.failure.get() {
-                tracing::error!(fault = %f, "engine is now read-only");
-            }
-            self.counters
-                .read_only
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    /// The fault that latched the engine, if any.
-    pub(crate) fn failure(&self) -> Option<Fault> {
-        self.failure.get().cloned()
     }
 }
 
@@ -966,11 +847,6 @@ fn offset_u32(offset: u64) -> u32 {
 
 fn live_prior(live: bool) -> Prior {
     if live { Prior::Live } else { Prior::Absent }
-}
-
-/// Whether `e` is a failed fsync (of a file or the directory).
-fn is_sync_failure(e: &Error) -> bool {
-    matches!(e, Error::Io { action, .. } if action.starts_with("syncing"))
 }
 
 fn fail_all(replies: Replies, e: &Error) {
