@@ -13,7 +13,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::{Resp, Server, run, start, try_request};
+use crate::support::{Resp, Server, parse_head, run, start, try_request};
 
 /// Connects to the server with a read timeout of `read`.
 fn connect(s: &Server, read: Duration) -> TcpStream {
@@ -27,23 +27,16 @@ fn connect(s: &Server, read: Duration) -> TcpStream {
 fn read_response(c: &mut TcpStream, head_only: bool) -> Option<Resp> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
-    let split = loop {
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
+    let (status, headers, body_at) = loop {
+        if let Some(head) = parse_head(&raw) {
+            break head;
         }
         match c.read(&mut buf) {
             Ok(0) | Err(_) => return None,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
         }
     };
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
+    let mut body = raw[body_at..].to_vec();
     let len = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))

@@ -205,7 +205,12 @@ pub fn exchange(port: u16, request: &[u8]) -> std::io::Result<Resp> {
     parse(&raw).ok_or_else(|| std::io::Error::other("malformed response"))
 }
 
-fn parse(raw: &[u8]) -> Option<Resp> {
+/// A response head: status, headers, and the offset its body starts at.
+pub type Head = (u16, Vec<(String, String)>, usize);
+
+/// The head of the response at the start of `raw`; `None` until it is
+/// complete (or if it is malformed).
+pub fn parse_head(raw: &[u8]) -> Option<Head> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut lines = head.split("\r\n");
@@ -214,7 +219,12 @@ fn parse(raw: &[u8]) -> Option<Resp> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let mut body = raw[split + 4..].to_vec();
+    Some((status, headers, split + 4))
+}
+
+fn parse(raw: &[u8]) -> Option<Resp> {
+    let (status, headers, body_at) = parse_head(raw)?;
+    let mut body = raw[body_at..].to_vec();
     let chunked = headers.iter().any(|(k, v)| {
         k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
     });
