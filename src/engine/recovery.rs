@@ -31,7 +31,7 @@ use super::migrate;
 use super::options::Options;
 use super::segment::SegmentSet;
 use super::segment::active::ActiveSegment;
-use super::segment::scan::{OnDamage, scan};
+use super::segment::scan::{OnDamage, ScanSummary, scan};
 use super::segment::sealed::SealedSegment;
 
 /// What [`Engine::open`](super::Engine::open) found and did.
@@ -150,17 +150,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
             } else {
                 OnDamage::Resync
             };
-            let mut entries = Vec::new();
-            let s = scan(seg.bytes(), FILE_HEADER_LEN, on_damage, |offset, rec| {
-                entries.push(hint_entry(offset, &rec))
-            });
-            runs.push(Run {
-                segment: id,
-                entries: SortedRun::from_entries(entries),
-            });
-            report.records += s.records;
-            report.corrupt_records += s.corrupt;
-            report.batches_discarded += s.batches_discarded;
+            let s = scan_run(seg.bytes(), id, on_damage, &mut runs, &mut report);
             if s.corrupt > 0 || s.batches_discarded > 0 {
                 tracing::warn!(segment = %id, corrupt = s.corrupt, batches = s.batches_discarded, "skipped damaged records in sealed segment");
             }
@@ -401,17 +391,7 @@ fn recover_wal(
         }
         Err(reason) => return Err(Error::Format { path, reason }),
     };
-    let mut entries = Vec::new();
-    let s = scan(&bytes, FILE_HEADER_LEN, OnDamage::Stop, |offset, rec| {
-        entries.push(hint_entry(offset, &rec));
-    });
-    runs.push(Run {
-        segment: id,
-        entries: SortedRun::from_entries(entries),
-    });
-    report.records += s.records;
-    report.corrupt_records += s.corrupt;
-    report.batches_discarded += s.batches_discarded;
+    let s = scan_run(&bytes, id, OnDamage::Stop, runs, report);
     let good = s.end as u64;
     if !s.clean_end {
         let torn = data_len(&bytes).saturating_sub(s.end) as u64;
@@ -427,6 +407,29 @@ fn recover_wal(
             Ok((None, Arc::new(Memtable::frozen(id, bytes))))
         }
     }
+}
+
+/// Scans a segment's records into one sorted run (newest entry per key) and
+/// counts what the scan found in `report`.
+fn scan_run(
+    bytes: &[u8],
+    id: SegmentId,
+    on_damage: OnDamage,
+    runs: &mut Vec<Run>,
+    report: &mut RecoveryReport,
+) -> ScanSummary {
+    let mut entries = Vec::new();
+    let s = scan(bytes, FILE_HEADER_LEN, on_damage, |offset, rec| {
+        entries.push(hint_entry(offset, &rec));
+    });
+    runs.push(Run {
+        segment: id,
+        entries: SortedRun::from_entries(entries),
+    });
+    report.records += s.records;
+    report.corrupt_records += s.corrupt;
+    report.batches_discarded += s.batches_discarded;
+    s
 }
 
 fn writable(a: ActiveSegment) -> (Option<ActiveSegment>, Arc<Memtable>) {

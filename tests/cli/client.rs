@@ -2,8 +2,8 @@
 //! (`--url`) and directly on a data directory (`--data-dir`): same output,
 //! exit codes 0 found, 1 not found, 2 usage, 3 failure.
 
-use crate::client_support::{kv, url};
 use crate::support::{Server, start};
+use crate::support::{kv, url};
 
 fn server() -> (tempfile::TempDir, Server, String) {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! `--config kvstore.toml` / `KVSTORE_CONFIG`, and units in size and
 //! duration flags: precedence flag > env > file > default.
 
-use crate::client_support::{kv, url};
+use crate::support::{kv, url};
 use crate::support::{request, start};
 
 fn write_config(dir: &std::path::Path, text: &str) -> String {

@@ -5,7 +5,6 @@
 mod api_errors;
 mod auth;
 mod client;
-mod client_support;
 mod config;
 mod crash;
 mod group_commit;

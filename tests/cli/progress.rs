@@ -1,7 +1,7 @@
 //! Progress bars of offline work are drawn only on a terminal: piped, the
 //! subcommands print exactly their summary lines.
 
-use crate::client_support::kv;
+use crate::support::kv;
 
 #[test]
 fn offline_work_prints_no_progress_when_stderr_is_not_a_terminal() {

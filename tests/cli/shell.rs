@@ -1,8 +1,8 @@
 //! `kvstore shell` driven through stdin (not a terminal: no prompt, one
 //! command per line, each with the one-shot command's output and status).
 
-use crate::client_support::{kv, url};
 use crate::support::start;
+use crate::support::{kv, url};
 
 #[test]
 fn commands_from_stdin_run_in_order_with_their_output_per_line() {
