@@ -142,11 +142,16 @@ pub async fn refuse(io: TcpStream, gate: &Gate) {
         "refusing connections: all {} are in use (--max-connections)",
         gate.cap()
     ));
+    answer_and_close(io, &refusal(gate.cap())).await;
+}
+
+/// Writes `answer` (a whole response) and closes `io` without acting on
+/// anything the client sends.
+pub async fn answer_and_close(io: TcpStream, answer: &[u8]) {
     // A fresh socket's send buffer takes the whole short answer; a client
     // that does not let it in gets the close alone, which also says "refused".
-    let answer = refusal(gate.cap());
     let write = async {
-        let mut rest = &answer[..];
+        let mut rest = answer;
         while !rest.is_empty() {
             if io.writable().await.is_err() {
                 return;
@@ -161,8 +166,8 @@ pub async fn refuse(io: TcpStream, gate: &Gate) {
     let _ = tokio::time::timeout(REFUSE_DRAIN, write).await;
     let _ = shutdown_write(&io);
     // Read (and drop) what the client sends until it closes, briefly: closing
-    // with unread data would reset the connection and could destroy the 503
-    // before the client reads it.
+    // with unread data would reset the connection and could destroy the
+    // answer before the client reads it.
     let drain = async {
         let mut sink = [0u8; 4096];
         let mut left = 64 * 1024usize;
@@ -184,6 +189,120 @@ pub async fn refuse(io: TcpStream, gate: &Gate) {
         }
     };
     let _ = tokio::time::timeout(REFUSE_DRAIN, drain).await;
+}
+
+/// Most headers actix-http's decoder takes; more is 431 there.
+const MAX_HEADERS: usize = 96;
+/// An unfinished head this long is 431 in actix-http's decoder.
+const MAX_HEAD_BYTES: usize = 131_072;
+
+/// A JSON error answer that closes the connection.
+fn protocol_error(status: u16, reason: &str, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// What the first request head of a connection gets, if actix-http's decoder
+/// would refuse it: that decoder answers its own parse errors with an empty
+/// body and offers no hook, so the head is read ahead here (peeked, not
+/// consumed) and a JSON 400 or 431 given in its place. `None`: hand the
+/// connection to actix as it is (a good head, or none complete by `wait`, so
+/// actix's own head timeout answers 408). Later heads on a kept-alive
+/// connection are actix's alone.
+pub async fn precheck(io: &TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    tokio::time::timeout(wait, precheck_head(io))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn precheck_head(io: &TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 8192];
+    let mut seen = 0;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let n = match io.peek(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => n,
+        };
+        match judge_head(&buf[..n]) {
+            Head::Good => return None,
+            Head::Bad(answer) => return Some(answer),
+            Head::Partial if n >= MAX_HEAD_BYTES => {
+                return Some(protocol_error(
+                    431,
+                    "Request Header Fields Too Large",
+                    "request head too large",
+                ));
+            }
+            Head::Partial if n == buf.len() => buf.resize(buf.len() * 2, 0),
+            Head::Partial => {
+                // peek does not wait for more bytes than it saw: back off.
+                if n == seen {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                seen = n;
+            }
+        }
+    }
+}
+
+enum Head {
+    Good,
+    Partial,
+    Bad(Vec<u8>),
+}
+
+/// The checks of actix-http's request decoder whose failures it answers with
+/// an empty 400 or 431.
+fn judge_head(bytes: &[u8]) -> Head {
+    let bad = |m: &str| Head::Bad(protocol_error(400, "Bad Request", m));
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Partial) => Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => Head::Bad(protocol_error(
+            431,
+            "Request Header Fields Too Large",
+            &format!("more than {MAX_HEADERS} request headers"),
+        )),
+        Err(e) => bad(&format!("malformed request: {e}")),
+        Ok(httparse::Status::Complete(_)) => {
+            let method = req.method.unwrap_or_default();
+            if actix_web::http::Method::from_bytes(method.as_bytes()).is_err() {
+                return bad("malformed request: invalid method");
+            }
+            let path = req.path.unwrap_or_default();
+            if actix_web::http::Uri::try_from(path).is_err() {
+                return bad("malformed request: invalid request target");
+            }
+            let has = |name: &str| {
+                req.headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(name))
+            };
+            if req.version == Some(1) && !has("host") {
+                return bad("malformed request: HTTP/1.1 without a Host header");
+            }
+            let bad_length = req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("content-length")
+                    && std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .is_none()
+            });
+            if bad_length {
+                return bad("malformed request: invalid Content-Length header");
+            }
+            Head::Good
+        }
+    }
 }
 
 #[cfg(unix)]

@@ -89,7 +89,7 @@ pub fn build(engine: Engine, config: &ServerConfig) -> io::Result<(Server, Vec<S
                 .expect(expect_service(state.clone()))
                 .finish(map_config(app, |_| AppConfig::default()))
                 .tcp();
-            gated(http, Arc::clone(&gate))
+            gated(http, Arc::clone(&gate), head_timeout)
         })?;
     }
     if addrs.is_empty() {
@@ -123,10 +123,12 @@ fn widen_backlog(lst: &std::net::TcpListener) {
 fn widen_backlog(_lst: &std::net::TcpListener) {}
 
 /// The service run on every accepted stream: `inner` for a stream the gate
-/// admits (its place held until the connection ends), a 503 otherwise.
+/// admits (its place held until the connection ends), a 503 otherwise; a
+/// first request head actix would refuse gets its JSON 400/431 here.
 fn gated<F>(
     inner: F,
     gate: Arc<Gate>,
+    head_timeout: Duration,
 ) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = F::Error, InitError = F::InitError>
 where
     F: ServiceFactory<TcpStream, Config = (), Response = ()>,
@@ -143,6 +145,11 @@ where
                 async move {
                     match gate.enter() {
                         Some(ticket) => {
+                            if let Some(answer) = conn::precheck(&io, head_timeout).await {
+                                conn::answer_and_close(io, &answer).await;
+                                drop(ticket);
+                                return Ok(());
+                            }
                             let served = svc.call(io).await;
                             drop(ticket);
                             served

@@ -334,7 +334,24 @@ fn protocol_errors_are_answered_and_closed_and_the_server_stays_up() {
             String::from_utf8_lossy(raw),
             r.body
         );
+        // Issue 11: a request too malformed for actix to parse gets a JSON
+        // error body too, and the connection is closed.
+        let body: serde_json::Value = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("{want} body is not JSON ({e}): {:?}", r.body));
+        assert!(
+            body["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        assert!(closed(&mut c), "{want}: connection left open");
     }
+    // A good head split over several writes is served as usual.
+    let mut c = connect(&s, Duration::from_secs(10));
+    c.write_all(b"GET /hea").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    c.write_all(b"lth HTTP/1.1\r\nHo").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    c.write_all(b"st: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut c, false).expect("an answer").status, 200);
     // A head that never ends: 408 after the head timeout.
     let mut c = connect(&s, Duration::from_secs(10));
     let started = Instant::now();
