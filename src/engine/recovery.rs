@@ -26,7 +26,7 @@ use super::migrate;
 use super::options::Options;
 use super::segment::SegmentSet;
 use super::segment::active::ActiveSegment;
-use super::segment::scan::{OnDamage, scan};
+use super::segment::scan::{OnDamage, ScanSummary, scan};
 use super::segment::sealed::SealedSegment;
 
 /// What [`Engine::open`](super::Engine::open) found and did.
@@ -127,29 +127,26 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
             }
             // The sealer cuts a segment's preallocated tail only after
             // syncing its records, and writes the hint after that. A segment
-            // still carrying a zeroed tail was renamed by a rotation whose
-            // sealing never finished, so its records after the last sync can
-            // be torn: read it as `wal.log` is read, up to the first damage.
-            // Resyncing there could land inside a batch whose marker was
-            // torn and apply the rest of it.
-            let unsealed = has_zero_tail(seg.bytes());
+            // still carrying a zeroed tail, or damaged right up to its end,
+            // was renamed by a rotation whose sealing never finished, so its
+            // records after the last sync can be torn: read it as `wal.log`
+            // is read, up to the first damage. Resyncing there could land
+            // inside a batch whose marker was torn and apply the rest of it.
+            // A trimmed segment damaged in the middle (bit rot) keeps Resync:
+            // only the damaged records are lost.
+            let mark = found.len();
+            let mut unsealed = has_zero_tail(seg.bytes());
             let on_damage = if unsealed {
                 OnDamage::Stop
             } else {
                 OnDamage::Resync
             };
-            let s = scan(seg.bytes(), FILE_HEADER_LEN, on_damage, |offset, rec| {
-                found.push(Found {
-                    key: Key::from_slice(rec.key),
-                    kind: rec.kind,
-                    entry: Entry {
-                        segment: id,
-                        offset,
-                        value_len: record::len_u32(rec.value.len()),
-                        expiry: rec.expiry,
-                    },
-                });
-            });
+            let mut s = scan_sealed(&seg, on_damage, &mut found);
+            if !unsealed && !s.clean_end && (s.end as u64) < seg.len() {
+                unsealed = true;
+                found.truncate(mark);
+                s = scan_sealed(&seg, OnDamage::Stop, &mut found);
+            }
             report.records += s.records;
             report.corrupt_records += s.corrupt;
             report.batches_discarded += s.batches_discarded;
@@ -398,6 +395,23 @@ fn holds_no_record(bytes: &[u8]) -> bool {
     let data = &bytes[..data_len(bytes)];
     data.len() <= FILE_HEADER_LEN
         || scan(data, FILE_HEADER_LEN, OnDamage::Resync, |_, _| {}).records == 0
+}
+
+/// Scans sealed segment `seg`, pushing every record it accepts.
+fn scan_sealed(seg: &SealedSegment, on_damage: OnDamage, found: &mut Vec<Found>) -> ScanSummary {
+    let id = seg.id();
+    scan(seg.bytes(), FILE_HEADER_LEN, on_damage, |offset, rec| {
+        found.push(Found {
+            key: Key::from_slice(rec.key),
+            kind: rec.kind,
+            entry: Entry {
+                segment: id,
+                offset,
+                value_len: record::len_u32(rec.value.len()),
+                expiry: rec.expiry,
+            },
+        });
+    })
 }
 
 /// True when `bytes` ends in zeros after its last nonzero byte (a sealed

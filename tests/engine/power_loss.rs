@@ -886,50 +886,57 @@ fn compaction_keeps_a_durable_value_whose_successor_is_not_yet_synced() {
 
 /// A rotation renames `wal.log` to `<id>.seg` before the sealer syncs it,
 /// and the rename can reach the disk first; the power then goes with the
-/// segment's unsynced records torn. Such a segment still has its zeroed,
-/// preallocated tail and no hint. Its torn records must not be skipped over
-/// (resyncing there can land inside a batch whose first record was torn and
-/// apply the rest of it).
+/// segment's unsynced records torn. Such a segment has no hint and still its
+/// zeroed, preallocated tail — or, filled to the brim, is damaged up to its
+/// end. Its torn records must not be skipped over (resyncing there can land
+/// inside a batch whose first record was torn and apply the rest of it).
 #[test]
 fn a_torn_batch_in_a_segment_whose_sealing_never_finished_is_dropped_whole() {
-    let d = super::support::mem_tempdir();
-    let (db, _) = Engine::open(d.path(), plain()).unwrap();
-    db.put(b"before", b"synced").unwrap();
-    let mut b = Batch::new();
-    b.put(b"batch-key-a", b"value-a")
-        .put(b"batch-key-b", b"value-b");
-    db.apply(b).unwrap();
-    for i in 0..12u8 {
-        db.put(&[b'f', i], &[i; 900]).unwrap();
-    }
-    db.close().unwrap();
-    let seg = super::support::sealed_segments(d.path())
-        .into_iter()
-        .find(|p| {
-            let bytes = std::fs::read(p).unwrap();
-            bytes.windows(11).any(|w| w == b"batch-key-a")
-        })
-        .expect("the batch is in a sealed segment");
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.windows(11).position(|w| w == b"batch-key-a").unwrap();
-    bytes[at..at + 11].copy_from_slice(b"torn-torn-t");
-    bytes.resize(bytes.len() + 4096, 0);
-    std::fs::write(&seg, &bytes).unwrap();
-    std::fs::remove_file(super::support::hint_of(&seg)).unwrap();
+    for zero_tail in [true, false] {
+        let d = super::support::mem_tempdir();
+        let (db, _) = Engine::open(d.path(), plain()).unwrap();
+        db.put(b"before", b"synced").unwrap();
+        let mut b = Batch::new();
+        b.put(b"batch-key-a", b"value-a")
+            .put(b"batch-key-b", b"value-b");
+        db.apply(b).unwrap();
+        for i in 0..12u8 {
+            db.put(&[b'f', i], &[i; 900]).unwrap();
+        }
+        db.close().unwrap();
+        let seg = super::support::sealed_segments(d.path())
+            .into_iter()
+            .find(|p| {
+                let bytes = std::fs::read(p).unwrap();
+                bytes.windows(11).any(|w| w == b"batch-key-a")
+            })
+            .expect("the batch is in a sealed segment");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let at = bytes.windows(11).position(|w| w == b"batch-key-a").unwrap();
+        bytes[at..at + 11].copy_from_slice(b"torn-torn-t");
+        if zero_tail {
+            bytes.resize(bytes.len() + 4096, 0);
+        } else {
+            let n = bytes.len();
+            bytes[n - 3..].copy_from_slice(&[0x5a; 3]);
+        }
+        std::fs::write(&seg, &bytes).unwrap();
+        std::fs::remove_file(super::support::hint_of(&seg)).unwrap();
 
-    let (db, _) = Engine::open(d.path(), plain()).unwrap();
-    let a = db.get(b"batch-key-a").unwrap();
-    let b = db.get(b"batch-key-b").unwrap();
-    assert_eq!(
-        a.is_some(),
-        b.is_some(),
-        "a batch in part: a {a:?}, b {b:?}"
-    );
-    assert_eq!(db.get(b"before").unwrap().as_deref(), Some(&b"synced"[..]));
-    db.close().unwrap();
-    // The torn tail was cut: a second open finds the same.
-    let (db, _) = Engine::open(d.path(), plain()).unwrap();
-    assert_eq!(db.get(b"batch-key-b").unwrap(), b);
+        let (db, _) = Engine::open(d.path(), plain()).unwrap();
+        let a = db.get(b"batch-key-a").unwrap();
+        let b = db.get(b"batch-key-b").unwrap();
+        assert_eq!(
+            a.is_some(),
+            b.is_some(),
+            "zero tail {zero_tail}: a batch in part: a {a:?}, b {b:?}"
+        );
+        assert_eq!(db.get(b"before").unwrap().as_deref(), Some(&b"synced"[..]));
+        db.close().unwrap();
+        // The torn tail was cut: a second open finds the same.
+        let (db, _) = Engine::open(d.path(), plain()).unwrap();
+        assert_eq!(db.get(b"batch-key-b").unwrap(), b);
+    }
 }
 
 /// The second negative control: compaction outputs not synced before their
