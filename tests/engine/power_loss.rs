@@ -14,8 +14,8 @@
 //! seeds, operations, power losses and violations; `KVSTORE_POWER_LOSS_SEED=<n>`
 //! starts it at seed `n` (a violation prints its seed: rerun from there),
 //! `KVSTORE_POWER_LOSS_DEBUG=1` prints a violating case's steps, and
-//! `KVSTORE_POWER_LOSS_KEEP=<dir>` copies every restored directory there before
-//! recovery touches it. Cuts inside the engine race with its threads, so a
+//! `KVSTORE_POWER_LOSS_KEEP=<dir>` keeps there the restored directory (as
+//! recovery found it) of every round that fails its check. Cuts inside the engine race with its threads, so a
 //! seed replays the same steps but not always the same cut.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -406,18 +406,30 @@ impl Run<'_> {
         self.tally.power_losses += 1;
         self.tally.add(&report);
         let ctx = format!("round {} (seed {seed}, {report:?})", self.round);
-        if let Some(to) = std::env::var_os("KVSTORE_POWER_LOSS_KEEP") {
-            // Debugging: the restored directory as recovery will find it.
+        // Debugging: the restored directory as recovery will find it, kept
+        // (under KVSTORE_POWER_LOSS_KEEP) for a round that fails its check.
+        let keep = std::env::var_os("KVSTORE_POWER_LOSS_KEEP").map(|to| {
+            let files: Vec<(std::ffi::OsString, Vec<u8>)> = std::fs::read_dir(self.dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| Some((e.file_name(), std::fs::read(e.path()).ok()?)))
+                .collect();
             let to = Path::new(&to).join(format!("{}-round-{}", self.case.seed, self.round));
-            let _ = std::fs::create_dir_all(&to);
-            for e in std::fs::read_dir(self.dir).map_err(|e| e.to_string())? {
-                let e = e.map_err(|e| e.to_string())?;
-                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+            (to, files)
+        });
+        let failed = |v: String| {
+            if let Some((to, files)) = &keep {
+                let _ = std::fs::create_dir_all(to);
+                for (name, bytes) in files {
+                    let _ = std::fs::write(to.join(name), bytes);
+                }
             }
-        }
+            v
+        };
         let (db, _) = Engine::open(self.dir, plain())
-            .map_err(|e| format!("{ctx}: open after power loss failed: {e}"))?;
-        self.check(&db).map_err(|v| format!("{ctx}: {v}"))?;
+            .map_err(|e| failed(format!("{ctx}: open after power loss failed: {e}")))?;
+        self.check(&db).map_err(|v| failed(format!("{ctx}: {v}")))?;
         db.close().map_err(|e| format!("{ctx}: close: {e}"))?;
         self.round += 1;
         self.open()
