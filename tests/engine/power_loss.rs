@@ -15,8 +15,9 @@
 //! starts it at seed `n` (a violation prints its seed: rerun from there),
 //! `KVSTORE_POWER_LOSS_DEBUG=1` prints a violating case's steps, and
 //! `KVSTORE_POWER_LOSS_KEEP=<dir>` keeps there the restored directory (as
-//! recovery found it) of every round that fails its check. Cuts inside the engine race with its threads, so a
-//! seed replays the same steps but not always the same cut.
+//! recovery found it) of every round that fails its check. Cuts inside the
+//! engine race with its threads, so a seed replays the same steps but not
+//! always the same cut.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
