@@ -139,18 +139,25 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
             }
             // The sealer cuts a segment's preallocated tail only after
             // syncing its records, and writes the hint after that. A segment
-            // still carrying a zeroed tail was renamed by a rotation whose
-            // sealing never finished, so its records after the last sync can
-            // be torn: read it as `wal.log` is read, up to the first damage.
-            // Resyncing there could land inside a batch whose marker was
-            // torn and apply the rest of it.
-            let unsealed = has_zero_tail(seg.bytes());
+            // still carrying a zeroed tail, or damaged right up to its end,
+            // was renamed by a rotation whose sealing never finished, so its
+            // records after the last sync can be torn: read it as `wal.log`
+            // is read, up to the first damage. Resyncing there could land
+            // inside a batch whose marker was torn and apply the rest of it.
+            // A trimmed segment damaged in the middle (bit rot) keeps Resync:
+            // only the damaged records are lost.
+            let mut unsealed = has_zero_tail(seg.bytes());
             let on_damage = if unsealed {
                 OnDamage::Stop
             } else {
                 OnDamage::Resync
             };
-            let s = scan_run(seg.bytes(), id, on_damage, &mut runs, &mut report);
+            let (mut entries, mut s) = scan_entries(seg.bytes(), on_damage);
+            if !unsealed && !s.clean_end && (s.end as u64) < seg.len() {
+                unsealed = true;
+                (entries, s) = scan_entries(seg.bytes(), OnDamage::Stop);
+            }
+            push_run(id, entries, &s, &mut runs, &mut report);
             if s.corrupt > 0 || s.batches_discarded > 0 {
                 tracing::warn!(segment = %id, corrupt = s.corrupt, batches = s.batches_discarded, "skipped damaged records in sealed segment");
             }
@@ -391,7 +398,8 @@ fn recover_wal(
         }
         Err(reason) => return Err(Error::Format { path, reason }),
     };
-    let s = scan_run(&bytes, id, OnDamage::Stop, runs, report);
+    let (entries, s) = scan_entries(&bytes, OnDamage::Stop);
+    push_run(id, entries, &s, runs, report);
     let good = s.end as u64;
     if !s.clean_end {
         let torn = data_len(&bytes).saturating_sub(s.end) as u64;
@@ -409,19 +417,24 @@ fn recover_wal(
     }
 }
 
-/// Scans a segment's records into one sorted run (newest entry per key) and
-/// counts what the scan found in `report`.
-fn scan_run(
-    bytes: &[u8],
-    id: SegmentId,
-    on_damage: OnDamage,
-    runs: &mut Vec<Run>,
-    report: &mut RecoveryReport,
-) -> ScanSummary {
+/// A segment's records from `bytes`, as hint entries, and what the scan found.
+fn scan_entries(bytes: &[u8], on_damage: OnDamage) -> (Vec<HintEntry<'_>>, ScanSummary) {
     let mut entries = Vec::new();
     let s = scan(bytes, FILE_HEADER_LEN, on_damage, |offset, rec| {
         entries.push(hint_entry(offset, &rec));
     });
+    (entries, s)
+}
+
+/// Makes segment `id`'s scanned entries one sorted run (newest entry per
+/// key) and counts what its scan found in `report`.
+fn push_run(
+    id: SegmentId,
+    entries: Vec<HintEntry<'_>>,
+    s: &ScanSummary,
+    runs: &mut Vec<Run>,
+    report: &mut RecoveryReport,
+) {
     runs.push(Run {
         segment: id,
         entries: SortedRun::from_entries(entries),
@@ -429,7 +442,6 @@ fn scan_run(
     report.records += s.records;
     report.corrupt_records += s.corrupt;
     report.batches_discarded += s.batches_discarded;
-    s
 }
 
 fn writable(a: ActiveSegment) -> (Option<ActiveSegment>, Arc<Memtable>) {

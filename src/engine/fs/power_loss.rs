@@ -690,12 +690,23 @@ fn after_power_loss(synced: &[u8], now: &[u8], tail: Tail, rng: &mut Rng) -> (Ve
         b.extend_from_slice(synced.get(k..).unwrap_or_default());
         b
     };
-    if tail == Tail::Prefix || bytes.len() <= first_diff {
+    // A torn write garbles only bytes that were being written: never the
+    // allocated zeros past the last byte that changed.
+    let changed_end = if now.len() > synced.len() {
+        now.len()
+    } else {
+        synced
+            .iter()
+            .zip(now)
+            .rposition(|(a, b)| a != b)
+            .map_or(first_diff, |p| p + 1)
+    };
+    let torn_end = changed_end.min(bytes.len());
+    if tail == Tail::Prefix || torn_end <= first_diff {
         return (bytes, Outcome::Prefix);
     }
-    let room = bytes.len() - first_diff;
-    let at = first_diff + rng.below(room);
-    let len = 1 + rng.below(MAX_TORN.min(bytes.len() - at));
+    let at = first_diff + rng.below(torn_end - first_diff);
+    let len = 1 + rng.below(MAX_TORN.min(torn_end - at));
     let zero = rng.below(2) == 0;
     for b in &mut bytes[at..at + len] {
         *b = if zero { 0 } else { rng.byte() };
@@ -857,6 +868,20 @@ mod tests {
         assert_eq!(fs.counts().dir_syncs_dropped, 1);
         fs.power_loss(5, Tail::Synced).unwrap();
         assert_eq!(read(dir, "f"), None);
+    }
+
+    #[test]
+    fn a_torn_write_never_garbles_allocated_zeros_past_the_last_change() {
+        let mut synced = b"header".to_vec();
+        synced.resize(4096, 0);
+        let mut now = synced.clone();
+        now[6..106].fill(b'r');
+        for seed in 0..200 {
+            let (b, _) = after_power_loss(&synced, &now, Tail::Torn, &mut Rng::new(seed));
+            assert_eq!(b.len(), 4096);
+            assert!(b[106..].iter().all(|&x| x == 0), "seed {seed}");
+            assert!(b.starts_with(b"header"), "seed {seed}");
+        }
     }
 
     #[test]
