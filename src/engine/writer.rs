@@ -369,7 +369,14 @@ impl Shared {
                             return Err(e);
                         }
                     };
-                    if prior == Prior::Live {
+                    // A delete of an absent key writes nothing — except inside
+                    // a batch when the sync mode may leave earlier writes
+                    // unsynced: the key may read as absent only because of an
+                    // unsynced earlier delete, which a power loss can drop
+                    // while the batch's other records survive (writeback keeps
+                    // no order); the batch's own tombstone keeps it whole.
+                    let keep = writes > 1 && self.opts.sync != SyncMode::Always;
+                    if prior == Prior::Live || keep {
                         push_record(g, key, RecordKind::Tombstone, 0, &[], None);
                         if remember {
                             g.overlay.insert(key.clone(), None);

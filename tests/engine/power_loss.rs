@@ -8,9 +8,7 @@
 //! under `Periodic` and `Never` every write acknowledged before the last
 //! `Engine::sync` that returned `Ok`. In every mode: open succeeds, every key
 //! reads back, every value is one that was written for that key at or after
-//! its last durable write, and no batch is visible in part (except, under
-//! `Periodic`/`Never`, a batch's delete the engine elided as a no-op: see
-//! `KVSTORE_POWER_LOSS_STRICT` in `check`).
+//! its last durable write, and no batch is visible in part.
 //!
 //! `KVSTORE_POWER_LOSS_SOAK=<seconds>` runs `soak` for that long, printing the
 //! seeds, operations, power losses and violations; `KVSTORE_POWER_LOSS_SEED=<n>`
@@ -494,17 +492,11 @@ impl Run<'_> {
                 if why.iter().all(|w| *w == Some(p)) {
                     applied = Some(k);
                 }
-                // Known engine gap (reported, not fixed here): under sync
-                // never / periodic a batch's delete of a key that reads as
-                // absent only because of an unsynced earlier write is elided
-                // (no tombstone). Writeback can persist the batch's other
-                // records (a later segment) and lose that earlier write, so
-                // the delete seems missing. KVSTORE_POWER_LOSS_STRICT=1 checks
-                // it anyway.
-                let elidable = self.model.events[p].value.is_none()
-                    && !matches!(self.case.mode, Mode::Always)
-                    && std::env::var_os("KVSTORE_POWER_LOSS_STRICT").is_none();
-                if !elidable && why.iter().all(|w| w.is_none_or(|w| w < p)) {
+                // Under sync never / periodic a batch writes a tombstone even
+                // for a key that reads as absent (it may be absent only because
+                // of an unsynced earlier delete that a power loss drops), so
+                // every write of a batch, deletes included, is checked.
+                if why.iter().all(|w| w.is_none_or(|w| w < p)) {
                     missing = Some(k);
                 }
             }
