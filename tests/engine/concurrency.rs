@@ -50,7 +50,11 @@ fn sixty_four_threads_with_sync_always_share_fsyncs_instead_of_convoying_on_the_
 #[test]
 fn many_submits_awaited_at_once_complete_and_are_durable() {
     let d = tempfile::tempdir().unwrap();
-    let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
+    // Each fsync takes 20 ms: a submit that waited for its own fsync would make
+    // 500 of them (10 s); submits that only queue share a few.
+    let opts = Options::default().with_fs(std::sync::Arc::new(SlowSync));
+    let (db, _) = Engine::open(d.path(), opts).unwrap();
+    let fsyncs_before = db.stats().fsyncs;
     let pending: Vec<_> = (0..500u32)
         .map(|i| {
             let mut b = Batch::new();
@@ -63,6 +67,11 @@ fn many_submits_awaited_at_once_complete_and_are_durable() {
         })
         .collect();
     let results = block_on(join_all(pending));
+    let fsyncs = db.stats().fsyncs - fsyncs_before;
+    assert!(
+        fsyncs <= 100,
+        "500 submits from one thread took {fsyncs} fsyncs: submit waited for its own"
+    );
     for (i, r) in results.into_iter().enumerate() {
         let r = r.unwrap();
         assert_eq!(r[0], OpResult::Put(Prior::Absent), "submit {i}");
@@ -360,4 +369,56 @@ fn the_observer_sees_every_group_fsync_with_the_writes_it_covered() {
         "each write in one reported fsync"
     );
     assert_eq!(obs.fsyncs.load(Ordering::SeqCst), stats.fsyncs);
+}
+
+/// The real file system with a 20 ms fsync of data files.
+#[derive(Debug)]
+struct SlowSync;
+
+#[derive(Debug)]
+struct SlowFile(Box<dyn kvstore::engine::fs::AppendFile>);
+
+impl kvstore::engine::fs::AppendFile for SlowFile {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(buf)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        self.0.sync()
+    }
+    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn start_sync(&mut self, offset: u64, len: u64) {
+        self.0.start_sync(offset, len)
+    }
+    fn allocate(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.allocate(len)
+    }
+    fn map(&mut self, len: usize) -> std::io::Result<kvstore::engine::fs::MmapRaw> {
+        self.0.map(len)
+    }
+    fn link_count(&mut self) -> std::io::Result<u64> {
+        self.0.link_count()
+    }
+}
+
+impl kvstore::engine::fs::Fs for SlowSync {
+    fn open_append(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn kvstore::engine::fs::AppendFile>> {
+        Ok(Box::new(SlowFile(
+            kvstore::engine::fs::StdFs.open_append(path)?,
+        )))
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        kvstore::engine::fs::StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        kvstore::engine::fs::StdFs.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        kvstore::engine::fs::StdFs.sync_dir(dir)
+    }
 }
