@@ -13,8 +13,6 @@ use super::progress::Progress;
 use super::{CliError, DirArgs, open_read_only};
 use crate::server::body::Out;
 
-const PAGE: usize = 1024;
-
 /// Flags of `export`.
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
@@ -41,7 +39,6 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, CliError> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut w = BufWriter::new(sink);
-    let mut after: Option<Vec<u8>> = None;
     let mut count = 0u64;
     // Lines going to the same terminal would tear the bar apart.
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
@@ -50,23 +47,15 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode, CliError> {
     } else {
         Progress::bar(engine.stats().live_keys, "keys").message("exporting")
     };
-    loop {
-        let page = engine.scan_prefix(b"", after.as_deref(), PAGE);
-        for key in &page {
-            // A key deleted or expired since the scan is skipped.
-            let Some(value) = engine.get(key).map_err(super::engine_err(dir))? else {
-                continue;
-            };
-            let mut line = Out::with_capacity(key.len() + value.len() + 24);
-            line.key_value(key, &value).raw(b"\n");
-            w.write_all(&line.into_bytes()).map_err(io_err)?;
-            count += 1;
-            progress.inc(1);
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.clone()),
-            _ => break,
-        }
+    // One iterator over every live pair in key order (the keydir's lock is
+    // taken per chunk, never across the writes below).
+    for pair in engine.prefix(b"") {
+        let pair = pair.map_err(super::engine_err(dir))?;
+        let mut line = Out::with_capacity(pair.key().len() + pair.value().len() + 24);
+        line.key_value(pair.key(), pair.value()).raw(b"\n");
+        w.write_all(&line.into_bytes()).map_err(io_err)?;
+        count += 1;
+        progress.inc(1);
     }
     w.flush().map_err(io_err)?;
     drop(progress);
