@@ -564,6 +564,18 @@ fn power_loss_keeps_what_each_sync_mode_promises() {
     assert!(tally.power_losses >= tally.cases, "every case lost power");
 }
 
+/// `n` puts of `len`-byte values over the keys in turn, each acknowledged in
+/// `model` (the negative controls' workload).
+fn put_acknowledged(db: &Engine, model: &mut Model, n: usize, len: usize) {
+    for i in 0..n {
+        let k = i % KEYS;
+        let v = value(k, i, len);
+        let pos = model.begin(&[(k, Some(v.clone()))]);
+        db.put(&key(k), &v).unwrap();
+        model.ack(&pos, true);
+    }
+}
+
 /// The negative control: with directory fsyncs dropped, renames of rotation
 /// are not durable, and the same checker must find acknowledged writes lost.
 #[test]
@@ -575,13 +587,7 @@ fn the_checker_catches_a_build_that_skips_directory_fsyncs() {
         fs.drop_dir_syncs(true);
         let (db, _) = Engine::open(dir.path(), options(Mode::Always, Arc::clone(&fs))).unwrap();
         let mut model = Model::default();
-        for i in 0..(40 + seed * 7) {
-            let k = i % KEYS;
-            let v = value(k, i, 200);
-            let pos = model.begin(&[(k, Some(v.clone()))]);
-            db.put(&key(k), &v).unwrap();
-            model.ack(&pos, true);
-        }
+        put_acknowledged(&db, &mut model, 40 + seed * 7, 200);
         drop(db);
         fs.power_loss(seed as u64, Tail::Synced).unwrap();
         assert!(fs.counts().dir_syncs_dropped > 0);
@@ -958,13 +964,7 @@ fn the_checker_catches_a_build_that_skips_the_compaction_output_fsync() {
         let opts = options(Mode::Always, Arc::clone(&fs)).with_background_compaction(false);
         let (db, _) = Engine::open(dir.path(), opts).unwrap();
         let mut model = Model::default();
-        for i in 0..(60 + seed * 5) {
-            let k = i % KEYS;
-            let v = value(k, i, 100);
-            let pos = model.begin(&[(k, Some(v.clone()))]);
-            db.put(&key(k), &v).unwrap();
-            model.ack(&pos, true);
-        }
+        put_acknowledged(&db, &mut model, 60 + seed * 5, 100);
         db.compact().unwrap();
         drop(db);
         assert!(fs.counts().syncs_dropped > 0, "compaction wrote outputs");
