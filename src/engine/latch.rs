@@ -32,23 +32,23 @@ impl Shared {
 
     /// Latches after `e`; the error for the write that met it.
     pub(crate) fn latch_and_refuse(&self, e: &Error) -> Error {
-        self.latch(e);
-        Error::ReadOnly {
-            cause: self.failure().unwrap_or_else(|| Fault::of(e)),
-        }
+        self.latch_and_refuse_with(Fault::of(e))
     }
 
     /// Latches the engine for a lock a panic poisoned; the error to return.
     pub(crate) fn poisoned(&self, place: &'static str) -> Error {
-        self.latch_fault(Fault::Panic {
+        self.latch_and_refuse_with(Fault::Panic {
             place,
             message: "a panic while the lock was held".into(),
-        });
+        })
+    }
+
+    /// Latches with `fault` and returns the error for the caller: read-only,
+    /// with the fault that latched first (this one, unless another won).
+    pub(crate) fn latch_and_refuse_with(&self, fault: Fault) -> Error {
+        self.latch_fault(fault.clone());
         Error::ReadOnly {
-            cause: self.failure().unwrap_or(Fault::Panic {
-                place,
-                message: "a panic while the lock was held".into(),
-            }),
+            cause: self.failure().unwrap_or(fault),
         }
     }
 

@@ -143,12 +143,7 @@ impl Shared {
         let _one_at_a_time = self.lock(&self.compaction.running, "compaction")?;
         let run = std::panic::AssertUnwindSafe(|| self.compact_steps(on_demand));
         std::panic::catch_unwind(run).unwrap_or_else(|payload| {
-            self.latch_fault(Fault::panic("compaction", &*payload));
-            Err(Error::ReadOnly {
-                cause: self
-                    .failure()
-                    .unwrap_or_else(|| Fault::panic("compaction", &*payload)),
-            })
+            Err(self.latch_and_refuse_with(Fault::panic("compaction", &*payload)))
         })
     }
 
