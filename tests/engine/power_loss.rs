@@ -224,6 +224,24 @@ struct Tally {
     violations: Vec<String>,
 }
 
+/// The figures a run prints: what ran and what the power losses did.
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} cases, {} ops, {} power losses ({} cut inside the engine), \
+             {} compactions ({} Compact calls), {:?}",
+            self.cases,
+            self.ops,
+            self.power_losses,
+            self.cut_inside_engine,
+            self.compactions,
+            self.compact_calls,
+            self.report
+        )
+    }
+}
+
 impl Tally {
     fn add(&mut self, r: &PowerLossReport) {
         let t = &mut self.report;
@@ -547,17 +565,7 @@ fn power_loss_keeps_what_each_sync_mode_promises() {
         run_case(&case, &mut tally.borrow_mut()).map_err(TestCaseError::fail)
     });
     let tally = tally.into_inner();
-    eprintln!(
-        "power loss: {} cases, {} ops, {} power losses ({} cut inside the engine), \
-         {} compactions ({} Compact calls), {:?}",
-        tally.cases,
-        tally.ops,
-        tally.power_losses,
-        tally.cut_inside_engine,
-        tally.compactions,
-        tally.compact_calls,
-        tally.report
-    );
+    eprintln!("power loss: {tally}");
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -700,16 +708,8 @@ fn soak() {
         seed = seed.wrapping_add(1);
     }
     eprintln!(
-        "soak: seeds {base}..{seed}, {} cases, {} ops, {} power losses ({} cut inside the engine), \
-         {} compactions ({} Compact calls), {} violations, {:?}",
-        tally.cases,
-        tally.ops,
-        tally.power_losses,
-        tally.cut_inside_engine,
-        tally.compactions,
-        tally.compact_calls,
-        tally.violations.len(),
-        tally.report
+        "soak: seeds {base}..{seed}, {tally}, {} violations",
+        tally.violations.len()
     );
     assert!(tally.violations.is_empty(), "{:#?}", tally.violations);
 }
