@@ -123,13 +123,20 @@ pub fn resolve_cap(requested: Option<usize>, limit: Option<u64>) -> Result<usize
 
 /// The whole answer to a connection over the cap.
 fn refusal(cap: usize) -> Vec<u8> {
-    let body = serde_json::json!({
-        "error": format!("server busy: all {cap} connections are in use; retry shortly")
-    })
-    .to_string();
+    closing_answer(
+        "503 Service Unavailable",
+        "retry-after: 1\r\n",
+        &format!("server busy: all {cap} connections are in use; retry shortly"),
+    )
+}
+
+/// A whole response `{"error": message}` with `status` (code and reason) and
+/// `extra` header lines, saying the connection closes after it.
+fn closing_answer(status: &str, extra: &str, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": message }).to_string();
     format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n{extra}\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -198,13 +205,7 @@ const MAX_HEAD_BYTES: usize = 131_072;
 
 /// A JSON error answer that closes the connection.
 fn protocol_error(status: u16, reason: &str, message: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    closing_answer(&format!("{status} {reason}"), "", message)
 }
 
 /// What the first request head of a connection gets, if actix-http's decoder
