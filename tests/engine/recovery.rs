@@ -772,6 +772,32 @@ fn sealed_hints_are_key_sorted_and_open_merges_them_newest_first() {
 }
 
 #[test]
+fn compaction_outputs_write_key_sorted_hints_that_open_uses() {
+    use kvstore::engine::__test_support::hint::Hint;
+    let d = tempfile::tempdir().unwrap();
+    let model = history_fixture(d.path());
+    let (db, _) = Engine::open(d.path(), tiny()).unwrap();
+    let before = sealed_segments(d.path());
+    let compacted = db.compact().unwrap();
+    assert!(compacted.segments_after > 0, "{compacted:?}");
+    db.close().unwrap();
+    let after = sealed_segments(d.path());
+    let outputs: Vec<_> = after.iter().filter(|s| !before.contains(s)).collect();
+    assert!(!outputs.is_empty(), "compaction should write outputs");
+    for seg in &outputs {
+        let bytes = std::fs::read(hint_of(seg)).unwrap();
+        let hint = Hint::parse(&bytes).unwrap();
+        assert!(hint.is_sorted(), "{}", seg.display());
+        let mut keys = Vec::new();
+        hint.for_each(|e| keys.push(e.key.to_vec())).unwrap();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{}", seg.display());
+    }
+    let (db, report) = Engine::open(d.path(), tiny()).unwrap();
+    assert_eq!(report.hints_used, report.segments, "{report:?}");
+    assert_reads(&db, &model);
+}
+
+#[test]
 fn hints_of_an_older_build_in_segment_order_are_still_used() {
     let d = tempfile::tempdir().unwrap();
     let model = history_fixture(d.path());

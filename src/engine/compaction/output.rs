@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use super::super::dir;
 use super::super::error::{Error, Result};
-use super::super::format::hint::{HintEntry, HintStream};
+use super::super::format::hint::{HintEntry, HintWriter};
 use super::super::format::record::{self, RecordKind, RecordRef};
 use super::super::format::{DecodeError, FileHeader, FileKind};
 use super::super::fs::{AppendFile, Fs};
@@ -186,7 +186,8 @@ impl Shared {
 
     fn create_output(&self, plan: &OutputPlan) -> Result<OutputFile> {
         let id = plan.id;
-        let count = u32::try_from(plan.slots.len())
+        // A hint counts its entries in 32 bits.
+        u32::try_from(plan.slots.len())
             .map_err(|_| too_many("more than 2^32 live keys to compact"))?;
         let mut buf = Vec::with_capacity(OUTPUT_BUF);
         FileHeader {
@@ -199,7 +200,8 @@ impl Shared {
             seg: TmpFile::create(&*self.opts.fs, dir::segment_path(&self.dir, id))?,
             hint_file: TmpFile::create(&*self.opts.fs, dir::hint_path(&self.dir, id))?,
             buf,
-            hint: HintStream::new(id, plan.len, count),
+            planned_len: plan.len,
+            hint: SortedHint::with_capacity(plan.slots.len()),
         })
     }
 
@@ -224,7 +226,61 @@ struct OutputFile {
     seg: TmpFile,
     hint_file: TmpFile,
     buf: Vec<u8>,
-    hint: HintStream,
+    /// The length the plan gave the output, which its hint names.
+    planned_len: u64,
+    hint: SortedHint,
+}
+
+/// An output's hint entries, kept until the output is finished and then written
+/// sorted by key (flagged SORTED): records are copied in input order, so that
+/// reads of the inputs stay sequential, but an open loads a sorted hint as one
+/// run instead of sorting it again — an output holds the bulk of a compacted
+/// store's keys, and sorting them at every open was most of reopen's time.
+/// Memory is bounded by the output (one entry per record it holds), as the
+/// step's moves already are.
+struct SortedHint {
+    keys: Vec<u8>,
+    entries: Vec<(RecordKind, u64, u32, u32, usize)>,
+}
+
+impl SortedHint {
+    fn with_capacity(count: usize) -> SortedHint {
+        SortedHint {
+            keys: Vec::new(),
+            entries: Vec::with_capacity(count),
+        }
+    }
+
+    fn push(&mut self, e: &HintEntry<'_>) {
+        self.entries
+            .push((e.kind, e.expiry, e.offset, e.value_len, self.keys.len()));
+        self.keys.extend_from_slice(e.key);
+    }
+
+    /// The whole hint file of segment `id`, `segment_len` bytes long.
+    fn finish(self, id: SegmentId, segment_len: u64) -> Vec<u8> {
+        let ends = self
+            .entries
+            .iter()
+            .skip(1)
+            .map(|e| e.4)
+            .chain(std::iter::once(self.keys.len()));
+        let entries = self
+            .entries
+            .iter()
+            .zip(ends)
+            .map(
+                |(&(kind, expiry, offset, value_len, start), end)| HintEntry {
+                    kind,
+                    expiry,
+                    offset,
+                    value_len,
+                    key: self.keys.get(start..end).unwrap_or_default(),
+                },
+            )
+            .collect();
+        HintWriter::sorted(id, segment_len, entries)
+    }
 }
 
 impl OutputFile {
@@ -248,24 +304,14 @@ impl OutputFile {
             value_len: record::len_u32(rec.value.len()),
             key: rec.key,
         });
-        if self.hint.pending_len() > OUTPUT_BUF {
-            let file = &mut self.hint_file;
-            self.hint.take(|b| file.append(b))?;
-        }
         Ok(offset)
     }
 
     /// Writes the rest of both files and makes them durable.
     fn finish(mut self) -> Result<Output> {
         self.seg.append(&self.buf)?;
-        let rest = self.hint.finish().ok_or_else(|| {
-            Error::io(
-                "writing",
-                &self.hint_file.path,
-                std::io::Error::other("fewer hint entries than planned"),
-            )
-        })?;
-        self.hint_file.append(&rest)?;
+        let hint = self.hint.finish(self.id, self.planned_len);
+        self.hint_file.append(&hint)?;
         self.seg.sync()?;
         self.hint_file.sync()?;
         Ok(Output {

@@ -138,58 +138,6 @@ fn encode_entry(buf: &mut Vec<u8>, e: &HintEntry<'_>) {
     buf.extend_from_slice(e.key);
 }
 
-/// Writes a hint file in pieces, for a segment whose length and entry count
-/// are known before its first entry (compaction outputs): the bytes are the
-/// same [`HintWriter`] would build, without holding the whole file in memory.
-#[derive(Debug)]
-pub struct HintStream {
-    pending: Vec<u8>,
-    crc: crc32fast::Hasher,
-    left: u32,
-}
-
-impl HintStream {
-    /// Starts the hint of `segment`, `segment_len` bytes long, with `count` entries.
-    pub fn new(segment: SegmentId, segment_len: u64, count: u32) -> HintStream {
-        HintStream {
-            pending: preamble(64 << 10, segment, segment_len, count),
-            crc: crc32fast::Hasher::new(),
-            left: count,
-        }
-    }
-
-    /// Adds one entry.
-    pub fn push(&mut self, e: &HintEntry<'_>) {
-        encode_entry(&mut self.pending, e);
-        self.left = self.left.saturating_sub(1);
-    }
-
-    /// Bytes added since the last [`HintStream::take`].
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Hands the bytes added since the last call to `write`.
-    pub fn take<E>(&mut self, write: impl FnOnce(&[u8]) -> Result<(), E>) -> Result<(), E> {
-        self.crc.update(&self.pending);
-        write(&self.pending)?;
-        self.pending.clear();
-        Ok(())
-    }
-
-    /// The rest of the file, checksum included; `None` when fewer entries were
-    /// pushed than declared (the file would not parse as what it claims).
-    pub fn finish(mut self) -> Option<Vec<u8>> {
-        if self.left != 0 {
-            return None;
-        }
-        self.crc.update(&self.pending);
-        let crc = self.crc.finalize();
-        self.pending.extend_from_slice(&crc.to_le_bytes());
-        Some(self.pending)
-    }
-}
-
 /// A hint file whose checksum and header have been verified.
 #[derive(Debug)]
 pub struct Hint<'a> {
@@ -481,41 +429,6 @@ mod tests {
             key: b"beta",
         });
         w.finish()
-    }
-
-    #[test]
-    fn a_streamed_hint_is_the_bytes_a_built_one_is() {
-        let entries: Vec<(Vec<u8>, u32)> = (0..5000u32)
-            .map(|i| (format!("key{i}").into_bytes(), i * 40))
-            .collect();
-        fn entry((key, offset): &(Vec<u8>, u32)) -> HintEntry<'_> {
-            HintEntry {
-                kind: RecordKind::Put,
-                expiry: u64::from(*offset % 3),
-                offset: *offset,
-                value_len: 9,
-                key,
-            }
-        }
-        let mut built = HintWriter::new(SegmentId(3), 77_000);
-        let mut stream = HintStream::new(SegmentId(3), 77_000, 5000);
-        let mut streamed = Vec::new();
-        for (n, e) in entries.iter().enumerate() {
-            built.push(&entry(e));
-            stream.push(&entry(e));
-            if n % 700 == 0 {
-                stream
-                    .take(|b| {
-                        streamed.extend_from_slice(b);
-                        Ok::<(), ()>(())
-                    })
-                    .unwrap();
-            }
-        }
-        streamed.extend(stream.finish().unwrap());
-        assert_eq!(streamed, built.finish());
-        assert_eq!(Hint::parse(&streamed).unwrap().len(), 5000);
-        assert!(HintStream::new(SegmentId(3), 0, 1).finish().is_none());
     }
 
     #[test]
