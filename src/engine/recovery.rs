@@ -115,17 +115,52 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
         report.leftovers_removed += 1;
     }
 
+    let next_id = listing
+        .segments
+        .last()
+        .map_or(SegmentId::FIRST, |id| id.next_generation());
+    // The two halves of an open that take the time run side by side: hint
+    // files are read and verified on a second thread (plain reads, outside the
+    // Fs seam) while this thread scans and sorts `wal.log`, the one run that
+    // has no hint. So `wal.log`'s repair now comes before the sealed
+    // segments' tail cuts: different files, each repair idempotent, and the
+    // crash sweep at every recovery step covers this order. A hint
+    // thread that fails (it cannot panic on bad bytes, but a spawn can fail)
+    // costs only scans: every segment without a preloaded hint is scanned.
+    let with_hints: Vec<SegmentId> = listing
+        .segments
+        .iter()
+        .copied()
+        .filter(|id| listing.hints.binary_search(id).is_ok())
+        .collect();
+    let mut wal_runs: Vec<Run> = Vec::with_capacity(1);
+    let mut wal_report = RecoveryReport::default();
+    let (wal, mut preloaded) = std::thread::scope(|scope| {
+        let preload = std::thread::Builder::new()
+            .name("kvstore-open-hints".into())
+            .spawn_scoped(scope, || preload_hints(dir, &with_hints));
+        let wal = recover_wal(dir, opts, next_id, &mut wal_runs, &mut wal_report, mode);
+        let preloaded = match preload {
+            Ok(handle) => handle.join().unwrap_or_default(),
+            Err(_) => std::collections::BTreeMap::new(),
+        };
+        (wal, preloaded)
+    });
+    let (active, memtable) = wal?;
+    report.records += wal_report.records;
+    report.corrupt_records += wal_report.corrupt_records;
+    report.batches_discarded += wal_report.batches_discarded;
+    report.bytes_truncated += wal_report.bytes_truncated;
+
     let mut runs: Vec<Run> = Vec::with_capacity(listing.segments.len() + 1);
     let mut sealed = std::collections::BTreeMap::new();
     let mut disk_bytes = 0u64;
     for &id in &listing.segments {
         let path = dir::segment_path(dir, id);
         let mut seg = SealedSegment::open(id, &path)?;
-        let from_hint = if listing.hints.binary_search(&id).is_ok() {
-            load_hint(dir, &seg, &mut report)
-        } else {
-            None
-        };
+        let from_hint = preloaded
+            .remove(&id)
+            .and_then(|hint| use_hint(dir, hint, &seg, &mut report));
         if let Some(entries) = from_hint {
             report.hints_used += 1;
             runs.push(Run {
@@ -173,11 +208,8 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
         sealed.insert(id, Arc::new(seg));
     }
 
-    let next_id = listing
-        .segments
-        .last()
-        .map_or(SegmentId::FIRST, |id| id.next_generation());
-    let (active, memtable) = recover_wal(dir, opts, next_id, &mut runs, &mut report, mode)?;
+    // wal.log is newer than every sealed segment: its run goes last.
+    runs.append(&mut wal_runs);
     disk_bytes += memtable.len() as u64;
 
     let keydir = merge_newest_live(&runs, now);
@@ -312,10 +344,33 @@ fn merge_newest_live(runs: &[Run], now: u64) -> Keydir {
 }
 
 /// Loads a hint if it is whole and describes `seg` exactly; `None` means scan.
-fn load_hint(dir: &Path, seg: &SealedSegment, report: &mut RecoveryReport) -> Option<SortedRun> {
+/// What reading and verifying one hint file gave.
+type Preloaded = std::result::Result<(SegmentId, u64, u32, SortedRun), DecodeError>;
+
+/// Reads and verifies the hints of `ids`; a hint that cannot be read is left
+/// out (its segment is scanned).
+fn preload_hints(
+    dir: &Path,
+    ids: &[SegmentId],
+) -> std::collections::BTreeMap<SegmentId, Preloaded> {
+    ids.iter()
+        .filter_map(|&id| {
+            let bytes = std::fs::read(dir::hint_path(dir, id)).ok()?;
+            Some((id, SortedRun::load(bytes)))
+        })
+        .collect()
+}
+
+/// Uses a preloaded hint if it is whole and describes `seg` exactly; `None`
+/// means scan.
+fn use_hint(
+    dir: &Path,
+    hint: Preloaded,
+    seg: &SealedSegment,
+    report: &mut RecoveryReport,
+) -> Option<SortedRun> {
     let path = dir::hint_path(dir, seg.id());
-    let bytes = std::fs::read(&path).ok()?;
-    match SortedRun::load(bytes) {
+    match hint {
         Ok((segment, len, count, run)) if segment == seg.id() && len == seg.len() => {
             report.records += u64::from(count);
             Some(run)

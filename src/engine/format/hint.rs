@@ -130,11 +130,17 @@ fn preamble(capacity: usize, segment: SegmentId, segment_len: u64, count: u32) -
 }
 
 fn encode_entry(buf: &mut Vec<u8>, e: &HintEntry<'_>) {
-    buf.push(e.kind as u8);
-    buf.extend_from_slice(&e.expiry.to_le_bytes());
-    buf.extend_from_slice(&e.offset.to_le_bytes());
-    buf.extend_from_slice(&super::record::len_u32(e.key.len()).to_le_bytes());
-    buf.extend_from_slice(&e.value_len.to_le_bytes());
+    // One copy of the fixed part (built in registers) and one of the key:
+    // open re-encodes every entry of `wal.log`, and five small copies each were
+    // a tenth of its time.
+    let mut fixed = [0u8; ENTRY_FIXED_LEN];
+    fixed[0] = e.kind as u8;
+    fixed[1..9].copy_from_slice(&e.expiry.to_le_bytes());
+    fixed[9..13].copy_from_slice(&e.offset.to_le_bytes());
+    fixed[13..17].copy_from_slice(&super::record::len_u32(e.key.len()).to_le_bytes());
+    fixed[17..21].copy_from_slice(&e.value_len.to_le_bytes());
+    buf.reserve(ENTRY_FIXED_LEN + e.key.len());
+    buf.extend_from_slice(&fixed);
     buf.extend_from_slice(e.key);
 }
 
@@ -277,14 +283,29 @@ fn sort_newest(entries: Vec<HintEntry<'_>>) -> Vec<HintEntry<'_>> {
         .zip(&entries)
         .map(|(i, e)| (crate::engine::key::words(e.key), i))
         .collect();
-    // Stable sort (driftsort): it also finds runs already in order, as a
-    // segment written in key-ordered batches has.
-    order.sort_by(|a, b| {
+    // The index makes every element distinct, so an unstable sort (ipnsort)
+    // gives the stable order, faster on the random order of overwrites; it
+    // still finds a run already in order (a segment of key-ordered writes)
+    // in one pass.
+    order.sort_unstable_by(|a, b| {
         a.0.cmp(&b.0)
             .then_with(|| entries[a.1 as usize].key.cmp(entries[b.1 as usize].key))
             .then(a.1.cmp(&b.1))
     });
-    dedup_last(order.iter().map(|&(_, i)| entries[i as usize]))
+    // Newest of each key: the last of a group of equal keys. Equal leading
+    // words are rare (overwrites in one segment), so most entries cost one
+    // integer compare here and no memcmp.
+    let mut out: Vec<HintEntry<'_>> = Vec::with_capacity(order.len());
+    let mut last_words = None;
+    for &(w, i) in &order {
+        let e = entries[i as usize];
+        match out.last_mut() {
+            Some(last) if last_words == Some(w) && last.key == e.key => *last = e,
+            _ => out.push(e),
+        }
+        last_words = Some(w);
+    }
+    out
 }
 
 /// Entries sorted by key (equal keys oldest first), newest of each key only.
