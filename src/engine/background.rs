@@ -86,6 +86,9 @@ impl Shared {
         }
         self.syncer_cv.notify_all();
         join(t.syncer.take(), "syncer");
+        if t.sealer.is_some() {
+            self.seal_large_wal_at_close();
+        }
         if let Ok(mut q) = self.sealer.lock() {
             q.shutdown = true;
         }

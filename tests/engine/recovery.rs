@@ -798,6 +798,47 @@ fn compaction_outputs_write_key_sorted_hints_that_open_uses() {
 }
 
 #[test]
+fn a_close_seals_a_large_wal_so_the_next_open_reads_only_hints() {
+    use kvstore::engine::__test_support::hint::Hint;
+    let d = tempfile::tempdir().unwrap();
+    // 8 MiB segments: a close seals a wal.log of 4 MiB or more (the floor
+    // above an eighth of a segment), and leaves a smaller one as it is.
+    let opts = || Options::default().with_segment_bytes(8 << 20);
+    let value = vec![b'v'; 1000];
+    let (db, _) = Engine::open(d.path(), opts()).unwrap();
+    for i in 0..1000u32 {
+        db.put(format!("small{i:05}").as_bytes(), &value).unwrap();
+    }
+    db.close().unwrap();
+    assert!(
+        sealed_segments(d.path()).is_empty(),
+        "1 MB of wal.log stays"
+    );
+    let (db, report) = Engine::open(d.path(), opts()).unwrap();
+    assert_eq!(report.records, 1000, "{report:?}");
+    for i in 0..5000u32 {
+        db.put(format!("large{i:05}").as_bytes(), &value).unwrap();
+    }
+    db.close().unwrap();
+    let sealed = sealed_segments(d.path());
+    assert_eq!(sealed.len(), 1, "{sealed:?}");
+    let hint = std::fs::read(hint_of(&sealed[0])).unwrap();
+    assert!(Hint::parse(&hint).unwrap().is_sorted());
+    let wal = std::fs::read(d.path().join("wal.log")).unwrap();
+    assert_eq!(wal.len(), FILE_HEADER_LEN, "wal.log holds only its header");
+    let (db, report) = Engine::open(d.path(), opts()).unwrap();
+    assert_eq!((report.segments, report.hints_used), (1, 1), "{report:?}");
+    assert_eq!(report.live_keys, 6000, "{report:?}");
+    for key in ["small00000", "small00999", "large00000", "large04999"] {
+        assert_eq!(
+            db.get(key.as_bytes()).unwrap().as_deref(),
+            Some(&value[..]),
+            "{key}"
+        );
+    }
+}
+
+#[test]
 fn hints_of_an_older_build_in_segment_order_are_still_used() {
     let d = tempfile::tempdir().unwrap();
     let model = history_fixture(d.path());
