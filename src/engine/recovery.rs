@@ -251,7 +251,7 @@ fn beats(a: &Head<'_>, ra: usize, b: &Head<'_>, rb: usize) -> bool {
     match (a, b) {
         (Some((wa, ea)), Some((wb, eb))) => wa
             .cmp(wb)
-            .then_with(|| ea.key.cmp(eb.key))
+            .then_with(|| super::key::cmp_past_words(ea.key, eb.key))
             .then(rb.cmp(&ra))
             .is_lt(),
         (Some(_), None) => true,
@@ -325,7 +325,7 @@ fn merge_newest_live(runs: &[Run], now: u64) -> Keydir {
         advance(k, &mut tree, &mut heads, &mut iters);
         // Older entries of the same key come next: skip them.
         while let Some((w, older)) = &heads[tree[0]] {
-            if *w != words || older.key != e.key {
+            if *w != words || super::key::cmp_past_words(older.key, e.key).is_ne() {
                 break;
             }
             advance(k, &mut tree, &mut heads, &mut iters);

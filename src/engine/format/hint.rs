@@ -289,7 +289,12 @@ fn sort_newest(entries: Vec<HintEntry<'_>>) -> Vec<HintEntry<'_>> {
     // in one pass.
     order.sort_unstable_by(|a, b| {
         a.0.cmp(&b.0)
-            .then_with(|| entries[a.1 as usize].key.cmp(entries[b.1 as usize].key))
+            .then_with(|| {
+                crate::engine::key::cmp_past_words(
+                    entries[a.1 as usize].key,
+                    entries[b.1 as usize].key,
+                )
+            })
             .then(a.1.cmp(&b.1))
     });
     // Newest of each key: the last of a group of equal keys. Equal leading
@@ -300,7 +305,12 @@ fn sort_newest(entries: Vec<HintEntry<'_>>) -> Vec<HintEntry<'_>> {
     for &(w, i) in &order {
         let e = entries[i as usize];
         match out.last_mut() {
-            Some(last) if last_words == Some(w) && last.key == e.key => *last = e,
+            Some(last)
+                if last_words == Some(w)
+                    && crate::engine::key::cmp_past_words(last.key, e.key).is_eq() =>
+            {
+                *last = e
+            }
             _ => out.push(e),
         }
         last_words = Some(w);
