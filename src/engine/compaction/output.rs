@@ -2,7 +2,7 @@
 //! verified, into `<id>.seg.tmp` + `<id>.hint.tmp`, made durable.
 //!
 //! Invariants: an output holds only put records that were live when the step
-//! collected them, in the order they had in the inputs; a record whose bytes
+//! collected them, in key order; a record whose bytes
 //! fail their checksum or do not match the keydir entry that named it fails the
 //! step (nothing is installed); on any failure the step's `.tmp` files are removed.
 
@@ -21,7 +21,7 @@ use super::super::segment::active::create_empty;
 use super::super::segment::sealed::SealedSegment;
 use super::super::segment::{corrupt, record_at};
 use super::super::{SegmentId, Shared};
-use super::plan::{OutputPlan, Slot, file_order, input_groups};
+use super::plan::{OutputPlan, Slot, input_groups, slots_of};
 use super::too_many;
 
 /// Records copied between checks for a close.
@@ -86,20 +86,26 @@ impl Shared {
         moves.reserve(live_keys);
         let per_input = self.collect_live(inputs, now, moves)?;
         let workers = self.opts.compaction_threads.max(1);
-        // Copy in file order, so inputs are read sequentially and each output
-        // keeps the relative order of its records. The copy reads only `order`
-        // and the inputs: touching `moves` (in key order) from it cost a cache
-        // miss per record. Groups of consecutive inputs are ordered in parallel
-        // and concatenated.
+        // Copy in key order, so each output holds its keys in order and a
+        // scan of compacted data reads it front to back (1M keys, 16 prefix
+        // scans with values: 3.4M items/s from outputs in file order, 5.6M
+        // from outputs in key order), and the hint is born sorted. The inputs
+        // are read in key order, a random order over them: fine in the page
+        // cache, where a step's inputs were just written or read. The copy
+        // reads only `order` and the inputs: touching `moves` from it cost a
+        // cache miss per record. Groups of consecutive inputs are turned into
+        // slots in parallel, then put back in key order.
         let order = std::thread::scope(|scope| -> Result<Vec<Vec<Slot>>> {
             let moves: &[Move] = moves;
             let handles: Vec<_> = input_groups(&per_input, workers)
                 .into_iter()
-                .map(|group| scope.spawn(move || file_order(inputs, moves, group)))
+                .map(|group| scope.spawn(move || slots_of(inputs, moves, group)))
                 .collect();
             handles.into_iter().map(join_worker).collect()
         })?
         .concat();
+        let mut order = order;
+        order.sort_unstable_by_key(|s| s.index);
         let plan = self.plan_outputs(inputs, &order)?;
         let written = self.copy_outputs(inputs, &plan, &order, moves);
         if written.is_err() {
@@ -232,10 +238,9 @@ struct OutputFile {
 }
 
 /// An output's hint entries, kept until the output is finished and then written
-/// sorted by key (flagged SORTED): records are copied in input order, so that
-/// reads of the inputs stay sequential, but an open loads a sorted hint as one
-/// run instead of sorting it again — an output holds the bulk of a compacted
-/// store's keys, and sorting them at every open was most of reopen's time.
+/// sorted by key (flagged SORTED), so an open loads the hint as one run. The
+/// copy runs in key order, so the sort only confirms the order (one pass);
+/// it is kept so that the SORTED flag never rests on the copy's order.
 /// Memory is bounded by the output (one entry per record it holds), as the
 /// step's moves already are.
 struct SortedHint {

@@ -244,8 +244,8 @@ pub(super) fn input_groups(per_input: &[usize], workers: usize) -> Vec<Range<usi
     groups
 }
 
-/// The moves into inputs `group`, sorted by location.
-pub(super) fn file_order(
+/// The moves into inputs `group`, in the moves' (key) order.
+pub(super) fn slots_of(
     inputs: &[Arc<SealedSegment>],
     moves: &[Move],
     group: Range<usize>,
@@ -271,6 +271,5 @@ pub(super) fn file_order(
             });
         }
     }
-    order.sort_unstable_by_key(|s| u64::from(s.input) << 32 | u64::from(s.offset));
     Ok(order)
 }
