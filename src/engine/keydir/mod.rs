@@ -65,12 +65,21 @@ impl Entry {
 /// Side tables keyed by slot id: nothing to defend against (ids are ours).
 type SideMap = HashMap<u32, u64, foldhash::fast::FixedState>;
 
-/// Shards of the point index: the top bits of a key's hash pick one.
+/// Shards of the point index: [`SHARD_BITS`] bits of a key's hash from
+/// [`SHARD_SHIFT`] up pick one.
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
+/// hashbrown takes a bucket's position from the hash's low bits and the tag
+/// its probes compare first from the top 7. The shard bits must be neither:
+/// taken from the top (as they once were), they left every key of a shard with
+/// one of two tags, so half the tags of each probed group matched and most
+/// lookups read several slots' keys (cache misses) before finding the right
+/// one or none. Bits 40..46 are clear of both for any table below 2^40
+/// buckets.
+const SHARD_SHIFT: u32 = 40;
 
-/// The point index, in [`SHARDS`] hash tables chosen by the hash's top bits
-/// (hashbrown places by its low bits, so the two do not interact). A table
+/// The point index, in [`SHARDS`] hash tables chosen by middle bits of the
+/// hash (see [`SHARD_SHIFT`]). A table
 /// grows by rehashing all it holds at once, each rehash reading a slot's key:
 /// one table of millions of keys would stall every reader and writer behind
 /// the keydir lock for tens of milliseconds at each doubling; a shard holds
@@ -83,7 +92,7 @@ struct Table {
 }
 
 fn shard_of(h: u64) -> usize {
-    usize::try_from(h >> (64 - SHARD_BITS)).unwrap_or(0)
+    usize::try_from((h >> SHARD_SHIFT) & (SHARDS as u64 - 1)).unwrap_or(0)
 }
 
 impl Table {
@@ -710,6 +719,21 @@ mod tests {
         model.insert(b"b".to_vec(), entry(1, 0));
         model.insert(b"d".to_vec(), entry(4, 7));
         agrees(&kd, &model);
+    }
+
+    #[test]
+    fn keys_of_one_shard_spread_over_hashbrowns_tags() {
+        // hashbrown's probes compare the hash's top 7 bits first: if the shard
+        // choice fixed some of them, most probes would read slots in vain.
+        let kd = Keydir::default();
+        let mut tags = vec![std::collections::HashSet::new(); SHARDS];
+        for i in 0..20_000u32 {
+            let h = kd.hash(format!("key{i:013}").as_bytes());
+            tags[shard_of(h)].insert(h >> 57);
+        }
+        for (shard, seen) in tags.iter().enumerate() {
+            assert!(seen.len() > 100, "shard {shard}: {} of 128 tags", seen.len());
+        }
     }
 
     #[test]
