@@ -14,23 +14,28 @@ use super::options::SyncMode;
 
 /// The engine's threads: the background thread (async commits, sweeps,
 /// compaction triggers), the syncer (fsyncs and publishes under `Always`,
-/// syncs every interval under `Periodic`, watches `wal.log`'s link count) and
-/// the sealer (finishes rotations, makes spares).
+/// syncs every interval under `Periodic`, watches `wal.log`'s link count),
+/// the sealer (finishes rotations, makes spares) and, unless every write
+/// syncs, the prefaulter (maps `wal.log`'s pages ahead of the writer).
 #[derive(Debug, Default)]
 pub(crate) struct Threads {
     background: Option<JoinHandle<()>>,
     syncer: Option<JoinHandle<()>>,
     sealer: Option<JoinHandle<()>>,
+    prefault: Option<JoinHandle<()>>,
 }
 
 impl Threads {
-    /// Starts the three threads of a read-write engine into the guard's
+    /// Starts the threads of a read-write engine into the guard's
     /// slots, one by one: on an error, the guard's shutdown joins whichever
     /// did start.
     pub(crate) fn start(&mut self, shared: &Arc<Shared>) -> Result<()> {
         self.background = Some(shared.spawn("kvstore-engine", Shared::background)?);
         self.syncer = Some(shared.spawn("kvstore-syncer", Shared::syncer)?);
         self.sealer = Some(shared.spawn("kvstore-sealer", Shared::sealer_loop)?);
+        if shared.prefaults() {
+            self.prefault = Some(shared.spawn("kvstore-prefault", Shared::prefaulter)?);
+        }
         Ok(())
     }
 }
@@ -94,6 +99,8 @@ impl Shared {
         }
         self.sealer_cv.notify_all();
         join(t.sealer.take(), "sealer");
+        self.stop_prefaulter();
+        join(t.prefault.take(), "prefault");
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }

@@ -152,6 +152,24 @@ impl Memtable {
         self.len.store(at + bytes.len(), Ordering::Release);
     }
 
+    /// Faults the mapping's pages of `range` in, writable (see `prefault`);
+    /// a no-op for a frozen image, out-of-range bytes or an unsupported kernel.
+    pub(crate) fn populate(&self, range: std::ops::Range<usize>) {
+        let Image::Mapped(map) = &self.image else {
+            return;
+        };
+        let end = range.end.min(map.len());
+        if range.start >= end {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        let _ = map.advise_range(
+            memmap2::Advice::PopulateWrite,
+            range.start,
+            end - range.start,
+        );
+    }
+
     /// Copies out the value of the record of `key` at `offset`.
     pub fn read_value(&self, offset: u32, key: &[u8]) -> Result<Vec<u8>> {
         read_value(self.id, self.bytes(), offset, key)

@@ -58,6 +58,7 @@ mod memtable;
 mod migrate;
 mod options;
 mod pending;
+mod prefault;
 mod readonly;
 mod recovery;
 mod rotation;
@@ -205,6 +206,8 @@ impl Engine {
             spare_wanted: AtomicBool::new(false),
             sealer: Mutex::new(sealer::SealerQueue::default()),
             sealer_cv: Condvar::new(),
+            prefault: Mutex::new(prefault::PrefaultQueue::default()),
+            prefault_cv: Condvar::new(),
             failure: OnceLock::new(),
             counters,
             closed: AtomicBool::new(false),

@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(super) spare_wanted: AtomicBool,
     pub(super) sealer: Mutex<sealer::SealerQueue>,
     pub(super) sealer_cv: Condvar,
+    pub(super) prefault: Mutex<super::prefault::PrefaultQueue>,
+    pub(super) prefault_cv: Condvar,
     pub(super) failure: OnceLock<Fault>,
     pub(super) counters: Counters,
     pub(super) closed: AtomicBool,

@@ -66,6 +66,8 @@ pub(crate) struct Writer {
     seq: u64,
     /// The active segment whose successor the sealer was asked to make.
     spare_asked: Option<SegmentId>,
+    /// How far the prefault thread was asked to populate `wal.log`.
+    populated: super::prefault::Populated,
 }
 
 impl Writer {
@@ -75,6 +77,7 @@ impl Writer {
             scratch: Vec::with_capacity(4096),
             seq: 0,
             spare_asked: None,
+            populated: Default::default(),
         }
     }
 }
@@ -556,6 +559,19 @@ impl Shared {
         active.append(buf)?;
         Counters::add(&self.counters.disk_bytes, n);
         let memtable = Arc::clone(active.memtable());
+        if let Some((from, len)) = active.writeback_due() {
+            if self.prefaults() {
+                self.start_writeback_in_background(&memtable, from, len);
+                active.writeback_started(from + len);
+            } else if memtable.try_with_file(|f| f.start_sync(from, len)) {
+                // Skipped if a sync holds the file: that sync writes them anyway.
+                active.writeback_started(from + len);
+            }
+        }
+        if self.prefaults() {
+            let len = usize::try_from(active.len()).unwrap_or(usize::MAX);
+            self.prefault_ahead(&mut w.populated, &memtable, len);
+        }
         if active.len() * 2 >= active.capacity() && w.spare_asked != Some(active.id()) {
             w.spare_asked = Some(active.id());
             self.want_spare();

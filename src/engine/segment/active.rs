@@ -66,7 +66,7 @@ impl Spare {
     }
 }
 
-/// Bytes appended between starts of writeback (see [`ActiveSegment::append`]).
+/// Bytes appended between starts of writeback (see [`ActiveSegment::writeback_due`]).
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// The header of segment `id`.
@@ -252,17 +252,22 @@ impl ActiveSegment {
         // SAFETY: this handle is the memtable's only appender (it is created
         // with it and never cloned), and the bytes fit, checked above.
         unsafe { self.memtable.append(bytes) };
-        // Without fsyncs (sync never / periodic) a full wal.log would leave all
-        // of its bytes to the fsync that seals it: start their writeback as they
-        // come. Skipped if a sync holds the file: that sync writes them anyway.
-        let len = self.len();
-        if len - self.writeback_from >= WRITEBACK_EVERY {
-            let (from, n) = (self.writeback_from, len - self.writeback_from);
-            if self.memtable.try_with_file(|f| f.start_sync(from, n)) {
-                self.writeback_from = len;
-            }
-        }
         Ok(())
+    }
+
+    /// `(from, len)` of the bytes appended since writeback was last started,
+    /// once there are [`WRITEBACK_EVERY`] of them. Without fsyncs (sync never /
+    /// periodic) a full wal.log would leave all of its bytes to the fsync that
+    /// seals it, so the writer has their writeback started as they come.
+    pub fn writeback_due(&self) -> Option<(u64, u64)> {
+        let len = self.len();
+        (len - self.writeback_from >= WRITEBACK_EVERY)
+            .then(|| (self.writeback_from, len - self.writeback_from))
+    }
+
+    /// Writeback of the bytes before `to` was started (or left to a sync).
+    pub fn writeback_started(&mut self, to: u64) {
+        self.writeback_from = self.writeback_from.max(to);
     }
 }
 
