@@ -43,6 +43,7 @@
 //! read-only (`Shared::lock`).
 
 mod background;
+mod backup;
 mod batch;
 pub mod clock;
 mod compaction;
@@ -72,6 +73,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+pub use backup::BackupReport;
 pub use batch::{Batch, Expiry, Op, OpResult, Prior};
 pub use compaction::CompactionReport;
 pub use error::{Error, Fault, Result};
