@@ -103,6 +103,12 @@ impl Engine {
                 reason: "its temporary directory (<target>.tmp-<pid>) exists: another backup \
                          to it is under way, or was killed (remove it)",
             },
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                Error::BackupTarget {
+                    path: to.to_path_buf(),
+                    reason: "cannot be created: its parent directory is not writable",
+                }
+            }
             _ => Error::io("creating backup directory", &tmp, e),
         })?;
         let written = s.backup_into(&tmp).and_then(|mut report| {
