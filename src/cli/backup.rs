@@ -91,7 +91,7 @@ fn offline(dir: &Path, to: &Path) -> Result<Report, CliError> {
     })?;
     let progress = Progress::spinner().message(format!("backing up {}", dir.display()));
     let r = engine.backup(to).map_err(|e| match e {
-        Error::BackupTarget { reason, .. } => bad_target(reason.to_string()),
+        Error::BackupTarget { reason, .. } => bad_target(format!("backup target {reason}")),
         other => super::engine_err(dir)(other),
     });
     drop(progress);
