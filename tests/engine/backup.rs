@@ -543,3 +543,152 @@ fn backup_killed_at_any_step_leaves_no_complete_looking_target() {
     let (db, _) = open(&data, tiny());
     assert_eq!(keyspace(&db), expected);
 }
+
+// ---------------------------------------------------------------------------
+// The files that are copied rather than linked.
+
+/// Holds the sealer in its cut of a rotated-out `wal.log` (the only
+/// `set_len` to a non-zero length while the store runs), so the memtable
+/// stays in the segment set's `sealing` while a backup is taken.
+#[derive(Debug, Default)]
+struct CutGate {
+    state: std::sync::Mutex<(bool, bool)>, // (armed, holding)
+    cv: std::sync::Condvar,
+}
+
+impl CutGate {
+    fn wait_holding(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut s = self.state.lock().unwrap();
+        while !s.1 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "the sealer never reached its cut");
+            s = self.cv.wait_timeout(s, left).unwrap().0;
+        }
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().0 = false;
+        self.cv.notify_all();
+    }
+}
+
+#[derive(Debug)]
+struct CutGateFile(Box<dyn AppendFile>, Arc<CutGate>);
+
+impl AppendFile for CutGateFile {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(buf)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.0.sync()
+    }
+    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+        if len > 0 {
+            let mut s = self.1.state.lock().unwrap();
+            if s.0 {
+                s.1 = true;
+                self.1.cv.notify_all();
+                while s.0 {
+                    s = self.1.cv.wait(s).unwrap();
+                }
+            }
+        }
+        self.0.set_len(len)
+    }
+    fn allocate(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.allocate(len)
+    }
+    fn map(&mut self, len: usize) -> std::io::Result<MmapRaw> {
+        self.0.map(len)
+    }
+    fn link_count(&mut self) -> std::io::Result<u64> {
+        self.0.link_count()
+    }
+}
+
+#[derive(Debug)]
+struct CutGateFs(Arc<CutGate>);
+
+impl Fs for CutGateFs {
+    fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn AppendFile>> {
+        Ok(Box::new(CutGateFile(
+            StdFs.open_append(path)?,
+            Arc::clone(&self.0),
+        )))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        StdFs.sync_dir(dir)
+    }
+}
+
+#[test]
+fn a_segment_still_being_sealed_is_copied_with_a_built_hint() {
+    let d = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let gate = Arc::new(CutGate::default());
+    let (db, _) = open(
+        d.path(),
+        tiny().with_fs(Arc::new(CutGateFs(Arc::clone(&gate)))),
+    );
+    gate.state.lock().unwrap().0 = true;
+    // Past one 4 KiB segment: one rotation, whose sealing then waits.
+    for i in 0..120u32 {
+        db.put(format!("key{i:04}").as_bytes(), &[b'v'; 40])
+            .unwrap();
+    }
+    gate.wait_holding();
+    let before = keyspace(&db);
+    let to = out.path().join("b");
+    let r = db.backup(&to);
+    gate.release();
+    let r = r.unwrap();
+    // No segment was sealed yet: nothing to link; the sealing one's records,
+    // its built hint and wal.log are written.
+    assert_eq!((r.linked, r.copied), (0, 3), "{r:?}");
+    assert_eq!(support::files_ending(&to, ".hint").len(), 1);
+    let (copy, rep) = open(&to, tiny());
+    assert_eq!(rep.hints_used, 1, "{rep:?}");
+    assert_eq!(keyspace(&copy), before);
+    copy.close().unwrap();
+    db.close().unwrap();
+}
+
+#[test]
+fn a_read_only_backup_copies_a_segment_whose_sealing_was_cut_short() {
+    let d = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    {
+        let (db, _) = open(d.path(), tiny());
+        populate(&db);
+        db.close().unwrap();
+    }
+    // As if killed while sealing the newest segment: a zeroed tail left on
+    // it and no hint written.
+    let seg = support::sealed_segments(d.path()).pop().unwrap();
+    std::fs::remove_file(support::hint_of(&seg)).unwrap();
+    support::append(&seg, &[0u8; 1000]);
+    let len = std::fs::metadata(&seg).unwrap().len();
+
+    let (db, _) = Engine::open_read_only(d.path(), tiny()).unwrap();
+    let before = keyspace(&db);
+    let to = out.path().join("b");
+    let r = db.backup(&to).unwrap();
+    db.close().unwrap();
+    assert!(r.copied >= 2, "{r:?}");
+    // The backup's read-write open cuts the tail of its own copy only.
+    assert_eq!(backup_keyspace(&to), before);
+    let copied = to.join(seg.file_name().unwrap());
+    assert!(std::fs::metadata(&copied).unwrap().len() < len);
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        len,
+        "the original was cut"
+    );
+}
