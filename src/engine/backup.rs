@@ -26,7 +26,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,11 @@ impl Engine {
         let s = &self.shared;
         s.check_open()?;
         let fs = &*s.opts.fs;
-        let (parent, tmp) = target_paths(&s.dir, to)?;
+        let Target {
+            parent,
+            tmp,
+            target,
+        } = target_paths(&s.dir, to)?;
         fs.create_dir(&tmp).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => Error::BackupTarget {
                 path: to.to_path_buf(),
@@ -112,7 +116,7 @@ impl Engine {
             _ => Error::io("creating backup directory", &tmp, e),
         })?;
         let written = s.backup_into(&tmp).and_then(|mut report| {
-            fs.rename(&tmp, to).map_err(|e| match e.kind() {
+            fs.rename(&tmp, &target).map_err(|e| match e.kind() {
                 io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists => {
                     Error::BackupTarget {
                         path: to.to_path_buf(),
@@ -271,7 +275,7 @@ impl BackupReport {
 }
 
 /// Checks `to` and returns its parent and the temporary directory beside it.
-fn target_paths(data_dir: &Path, to: &Path) -> Result<(PathBuf, PathBuf)> {
+fn target_paths(data_dir: &Path, to: &Path) -> Result<Target> {
     let bad = |reason| Error::BackupTarget {
         path: to.to_path_buf(),
         reason,
@@ -289,25 +293,40 @@ fn target_paths(data_dir: &Path, to: &Path) -> Result<(PathBuf, PathBuf)> {
         Err(e) => return Err(Error::io("examining backup target", to, e)),
     }
     let abs = std::path::absolute(to).map_err(|e| Error::io("resolving backup target", to, e))?;
+    // A last component `..` (or a root) has no name; a `..` further up is
+    // resolved with the parent below.
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
         return Err(bad("names no directory that can be created"));
     };
-    if abs.components().any(|c| c == Component::ParentDir) {
-        return Err(bad("must not contain `..`"));
-    }
-    if !parent.is_dir() {
-        return Err(bad("its parent directory does not exist"));
-    }
+    let parent = match std::fs::canonicalize(parent) {
+        Ok(p) if p.is_dir() => p,
+        Ok(_) => return Err(bad("its parent directory does not exist")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(bad("its parent directory does not exist"));
+        }
+        Err(e) => return Err(Error::io("resolving backup target", parent, e)),
+    };
     let data = std::fs::canonicalize(data_dir)
         .map_err(|e| Error::io("resolving data directory", data_dir, e))?;
-    let parent_real = std::fs::canonicalize(parent)
-        .map_err(|e| Error::io("resolving backup target", parent, e))?;
-    if parent_real.join(name).starts_with(&data) {
+    let target = parent.join(name);
+    if target.starts_with(&data) {
         return Err(bad("lies inside the data directory"));
     }
     let mut tmp_name = name.to_owned();
     tmp_name.push(format!(".tmp-{}", std::process::id()));
-    Ok((parent.to_path_buf(), parent.join(tmp_name)))
+    let tmp = parent.join(tmp_name);
+    Ok(Target {
+        parent,
+        tmp,
+        target,
+    })
+}
+
+/// Where a backup goes, with symlinks and `..` of its parent resolved.
+struct Target {
+    parent: PathBuf,
+    tmp: PathBuf,
+    target: PathBuf,
 }
 
 /// Writes `bytes` to the new file `path` through the seam and syncs it.

@@ -171,7 +171,20 @@ fn bad_targets_are_refused_and_nothing_is_created() {
     assert!(tmp_dirs(d.path()).is_empty());
     assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
 
-    // An empty directory is a fine target.
+    // `..` is resolved; and an empty directory is a fine target.
+    std::fs::create_dir(out.path().join("sub")).unwrap();
+    let dotted = out.path().join("sub/../dotted");
+    db.backup(&dotted).unwrap();
+    assert_eq!(backup_keyspace(&out.path().join("dotted")).len(), 1);
+    refused(&d.path().join("x/.."), "names no directory");
+    refused(
+        &d.path()
+            .join("../")
+            .join(d.path().file_name().unwrap())
+            .join("in"),
+        "inside the data directory",
+    );
+
     let empty = out.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     db.backup(&empty).unwrap();
