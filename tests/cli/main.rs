@@ -4,6 +4,7 @@
 
 mod api_errors;
 mod auth;
+mod backup;
 mod client;
 mod config;
 mod crash;
