@@ -88,6 +88,10 @@ impl Writer {
 pub(crate) struct Unsynced {
     groups: VecDeque<Appended>,
     keys: HashMap<Key, Written>,
+    /// The write of [`Shared::write_one`]'s fast path while it syncs: older
+    /// than every group (the fast path runs only when none is unsynced) and
+    /// unpublished, so a group planned meanwhile must see it.
+    fast: Option<(Key, Written)>,
     /// Set at close: the syncer drains what is left and stops.
     pub shutdown: bool,
 }
@@ -95,6 +99,26 @@ pub(crate) struct Unsynced {
 impl Unsynced {
     pub(crate) fn is_empty(&self) -> bool {
         self.groups.is_empty()
+    }
+
+    /// True when no write appended under `Always` awaits publication: none
+    /// queued, none in a sync round (drained from `groups`, keys still
+    /// here), no fast-path write syncing. Only then may an answer that
+    /// wrote nothing be sent at once: it may rest on any of them.
+    fn settled(&self) -> bool {
+        self.groups.is_empty() && self.keys.is_empty() && self.fast.is_none()
+    }
+
+    /// What the unpublished writes left `key` as, newest first.
+    fn written(&self, key: &[u8]) -> Option<&Written> {
+        self.keys
+            .get(super::keydir::KeySlice::new(key))
+            .or_else(|| {
+                self.fast
+                    .as_ref()
+                    .filter(|(k, _)| &k[..] == key)
+                    .map(|(_, w)| w)
+            })
     }
 }
 
@@ -274,6 +298,15 @@ impl Shared {
             w.scratch = buf;
             return Some(old.map(prior));
         }
+        // Groups planned while this write syncs must see it (see `Unsynced::fast`).
+        match self.lock(&self.unsynced, "the unsynced queue") {
+            Ok(mut u) => {
+                let value =
+                    (kind == RecordKind::Put).then(|| (Arc::clone(&memtable), offset_u32(base)));
+                u.fast = Some((Key::from_slice(key), Written { seq: 0, value }));
+            }
+            Err(e) => return Some(Err(e)),
+        }
         // Let the next group append while this one syncs.
         drop(guard);
         let started = Instant::now();
@@ -282,10 +315,16 @@ impl Shared {
             .and_then(|()| self.check_not_removed(&memtable))
         {
             self.latch(&e);
+            if let Ok(mut u) = self.unsynced.lock() {
+                u.fast = None;
+            }
             return Some(Err(e));
         }
         let elapsed = started.elapsed();
         let old = self.publish_one(memtable.id(), base, &buf, &p, now);
+        if let Ok(mut u) = self.unsynced.lock() {
+            u.fast = None;
+        }
         drop(_sync);
         if let Ok(mut w) = self.writer.try_lock() {
             w.scratch = buf;
@@ -440,7 +479,7 @@ impl Shared {
         }
         if self.opts.sync == SyncMode::Always {
             let u = self.lock(&self.unsynced, "the unsynced queue")?;
-            if let Some(w) = u.keys.get(super::keydir::KeySlice::new(key)) {
+            if let Some(w) = u.written(key) {
                 return match &w.value {
                     None => Ok(Seen::Absent),
                     Some((m, offset)) => {
@@ -485,7 +524,7 @@ impl Shared {
         if buf.is_empty() {
             // Nothing to write; under `Always` the answer may rest on unsynced
             // groups, so it waits its turn behind them.
-            let unsynced = always && self.unsynced.lock().is_ok_and(|u| !u.is_empty());
+            let unsynced = always && self.unsynced.lock().is_ok_and(|u| !u.settled());
             if !unsynced {
                 for (tx, results) in replies {
                     let _ = tx.send(Ok(results));

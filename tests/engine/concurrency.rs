@@ -422,3 +422,39 @@ impl kvstore::engine::fs::Fs for SlowSync {
         kvstore::engine::fs::StdFs.sync_dir(dir)
     }
 }
+
+/// Found by the linearizability checker (tests/cli/linearizable.rs): under
+/// `Always`, a delete's answer was computed from an unpublished write and
+/// sent before that write was visible. Two ways: a group planned while the
+/// single-caller fast path's write was still syncing saw the old state (both
+/// deletes "found" the key), and a delete that found nothing while a round of
+/// groups was syncing answered at once (a 404 while reads still saw the key).
+/// Each round: the key is live; four threads delete it at once. Exactly one
+/// may find it, and whoever finds nothing must already read it as gone.
+#[test]
+fn concurrent_deletes_of_one_key_under_sync_always_are_linearizable() {
+    let d = tempfile::tempdir().unwrap();
+    let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
+    for round in 0..300 {
+        db.put(b"k", b"v").unwrap();
+        let found: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| match db.delete(b"k").unwrap() {
+                        Prior::Live => 1,
+                        Prior::Absent => {
+                            assert_eq!(
+                                db.get(b"k").unwrap(),
+                                None,
+                                "round {round}: 404 while live"
+                            );
+                            0
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(found, 1, "round {round}: {found} deletes found the key");
+    }
+}

@@ -732,7 +732,11 @@ mod tests {
             tags[shard_of(h)].insert(h >> 57);
         }
         for (shard, seen) in tags.iter().enumerate() {
-            assert!(seen.len() > 100, "shard {shard}: {} of 128 tags", seen.len());
+            assert!(
+                seen.len() > 100,
+                "shard {shard}: {} of 128 tags",
+                seen.len()
+            );
         }
     }
 
