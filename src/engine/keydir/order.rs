@@ -141,14 +141,19 @@ impl Order {
 
     /// Ids from `pos` on, in key order.
     pub fn iter_from(&self, pos: Pos) -> impl Iterator<Item = u32> + '_ {
+        self.blocks_from(pos).flat_map(|ids| ids.iter().copied())
+    }
+
+    /// The ids from `pos` on, one block's slice at a time.
+    pub fn blocks_from(&self, pos: Pos) -> impl Iterator<Item = &[u32]> + '_ {
         self.blocks
             .get(pos.block..)
             .unwrap_or(&[])
             .iter()
             .enumerate()
-            .flat_map(move |(i, ids)| {
+            .map(move |(i, ids)| {
                 let start = if i == 0 { pos.at } else { 0 };
-                ids.get(start..).unwrap_or(&[]).iter().copied()
+                ids.get(start..).unwrap_or(&[])
             })
     }
 
