@@ -9,7 +9,7 @@ use crate::server::state::AppState;
 
 /// `GET /stats`: the union of both specification variants plus engine figures, O(1).
 pub async fn stats(state: Data<AppState>) -> HttpResponse {
-    let s = state.engine.stats();
+    let s = state.engine().stats();
     let body = serde_json::json!({
         "keys": s.live_keys,
         "size_bytes": s.live_value_bytes,
@@ -35,7 +35,7 @@ pub async fn stats(state: Data<AppState>) -> HttpResponse {
 /// latched the engine read-only, 503 `{"status": "read-only", "error": <cause>}`
 /// (the cause without paths), so a load balancer stops sending it writes.
 pub async fn health(state: Data<AppState>) -> HttpResponse {
-    match state.engine.fault() {
+    match state.engine().fault() {
         None => HttpResponse::Ok()
             .content_type("application/json")
             .body(r#"{"status":"ok"}"#),
@@ -53,7 +53,7 @@ pub async fn health(state: Data<AppState>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: Data<AppState>) -> HttpResponse {
-    let text = state.metrics.encode(&state.engine.stats());
+    let text = state.metrics.encode(&state.engine().stats());
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text)
@@ -61,7 +61,7 @@ pub async fn metrics(state: Data<AppState>) -> HttpResponse {
 
 /// `POST /admin/compact`: compacts now on a blocking thread and says what it reclaimed.
 pub async fn compact(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let engine = state.engine.clone();
+    let engine = state.engine();
     let report = web::block(move || engine.compact())
         .await
         .map_err(|e| ApiError::Internal(format!("compaction task failed: {e}")))??;

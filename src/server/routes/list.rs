@@ -75,7 +75,7 @@ pub async fn list(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespons
     state.count(1);
     let mut listing = Listing {
         shape,
-        engine: state.engine.clone(),
+        engine: state.engine(),
         prefix: q.prefix.unwrap_or_default().into_bytes(),
         after: q.after.map(String::into_bytes),
         remaining: limit,
