@@ -89,6 +89,120 @@ pub struct Counters {
     pub forwarded: AtomicU64,
 }
 
+/// Raft figures of one node, as `/stats` shows them under `"raft"`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figures {
+    /// This node.
+    pub node_id: NodeId,
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Whether that is this node.
+    pub is_leader: bool,
+    /// Leader changes this node saw since it started.
+    pub leader_changes: u64,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: u64,
+    /// Last committed index.
+    pub commit_index: u64,
+    /// Last applied index.
+    pub applied_index: u64,
+    /// Entries committed but not yet applied here.
+    pub apply_lag: u64,
+    /// On the leader: entries each follower lacks (by node id).
+    pub replication_lag: BTreeMap<NodeId, u64>,
+    /// Last log index covered by this node's snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Snapshots built here.
+    pub snapshots_built: u64,
+    /// Snapshots installed here from a leader.
+    pub snapshots_installed: u64,
+    /// Requests forwarded to the leader.
+    pub forwarded: u64,
+}
+
+impl Figures {
+    /// The figures in the Prometheus text format (appended to `/metrics`).
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
+            let _ = writeln!(out, "# HELP kvstore_raft_{name} {help}");
+            let _ = writeln!(out, "# TYPE kvstore_raft_{name} {kind}");
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            let _ = writeln!(out, "kvstore_raft_{name}{suffix} {value}");
+        };
+        gauge("term", "Current Raft term.", "gauge", self.term);
+        gauge(
+            "is_leader",
+            "1 when this node is the leader.",
+            "gauge",
+            u64::from(self.is_leader),
+        );
+        gauge(
+            "leader_changes",
+            "Leader changes seen.",
+            "counter",
+            self.leader_changes,
+        );
+        gauge(
+            "last_log_index",
+            "Index of the last log entry.",
+            "gauge",
+            self.last_log_index,
+        );
+        gauge(
+            "commit_index",
+            "Last committed index.",
+            "gauge",
+            self.commit_index,
+        );
+        gauge(
+            "applied_index",
+            "Last applied index.",
+            "gauge",
+            self.applied_index,
+        );
+        gauge(
+            "apply_lag",
+            "Entries committed but not applied.",
+            "gauge",
+            self.apply_lag,
+        );
+        gauge(
+            "snapshots_built",
+            "Snapshots built.",
+            "counter",
+            self.snapshots_built,
+        );
+        gauge(
+            "snapshots_installed",
+            "Snapshots installed.",
+            "counter",
+            self.snapshots_installed,
+        );
+        gauge(
+            "forwarded",
+            "Requests forwarded to the leader.",
+            "counter",
+            self.forwarded,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kvstore_raft_replication_lag Entries a follower lacks (leader only)."
+        );
+        let _ = writeln!(out, "# TYPE kvstore_raft_replication_lag gauge");
+        for (id, lag) in &self.replication_lag {
+            let _ = writeln!(
+                out,
+                "kvstore_raft_replication_lag{{follower=\"{id}\"}} {lag}"
+            );
+        }
+        out
+    }
+}
+
 /// One cluster node as the HTTP server sees it.
 pub struct ClusterNode {
     /// This node's id.
@@ -229,6 +343,41 @@ impl ClusterNode {
                 openraft::error::CheckIsLeaderError::ForwardToLeader(f),
             )))) => Err(f.leader_id.filter(|l| *l != self.id)),
             _ => Err(None),
+        }
+    }
+
+    /// Raft figures for `/stats` (`"raft"`) and `/metrics`.
+    pub fn figures(&self) -> Figures {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        let replication_lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let commit = self.committed.load(Ordering::Relaxed);
+        let applied = self.applied.load(Ordering::Relaxed);
+        Figures {
+            node_id: self.id,
+            term: m.current_term,
+            leader: m.current_leader,
+            is_leader: m.current_leader == Some(self.id),
+            leader_changes: self.counters.leader_changes.load(Ordering::Relaxed),
+            last_log_index: last,
+            commit_index: commit,
+            applied_index: applied,
+            apply_lag: commit.saturating_sub(applied),
+            replication_lag,
+            snapshot_index: m.snapshot.map(|s| s.index),
+            snapshots_built: self.counters.snapshots_built.load(Ordering::Relaxed),
+            snapshots_installed: self.counters.snapshots_installed.load(Ordering::Relaxed),
+            forwarded: self.counters.forwarded.load(Ordering::Relaxed),
         }
     }
 

@@ -426,32 +426,25 @@ pub async fn gate(
     }
     let id = given_id.unwrap_or_else(|| new_request_id(node.id));
     let (http, payload) = req.into_parts();
-    let res = match forward(&node, &http, payload, leader, &id, hops).await {
+    let res = match relay(&node, &http, payload, leader, &id, hops).await {
         Ok(res) => res,
         Err(e) => e.error_response(),
     };
     Ok(ServiceResponse::new(http, res))
 }
 
-/// Headers not relayed: they describe one connection, not the message.
-fn hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "date" | "upgrade"
-    )
-}
-
-async fn forward(
+/// Reads the body, then forwards it to `leader`; when the leader cannot be
+/// reached (it died, a new one is being elected) waits for another leader and
+/// tries it, until the quorum timeout. The request id makes a retry of a
+/// write that did reach the first leader harmless.
+async fn relay(
     node: &ClusterNode,
     http: &HttpRequest,
     payload: Payload,
-    leader: NodeId,
+    mut leader: NodeId,
     id: &str,
     hops: u32,
 ) -> Result<HttpResponse, ApiError> {
-    let addr = node
-        .addr_of(leader)
-        .ok_or_else(|| ApiError::NoQuorum(format!("leader {leader} has no known address")))?;
     let state = http
         .app_data::<Data<AppState>>()
         .cloned()
@@ -466,12 +459,63 @@ async fn forward(
         .intake
         .read(payload, node.max_body_bytes, declared)
         .await?;
+    let deadline = tokio::time::Instant::now() + node.quorum_timeout;
+    loop {
+        match forward(node, http, body.clone(), leader, id, hops).await {
+            Err(Unreached(e)) => {
+                // Wait for a leader other than the one that failed.
+                let mut rx = node.raft.metrics();
+                let next = tokio::time::timeout_at(
+                    deadline,
+                    rx.wait_for(|m| m.current_leader.is_some_and(|l| l != leader)),
+                )
+                .await;
+                match next {
+                    Ok(Ok(m)) => match m.current_leader {
+                        Some(l) if l == node.id => {
+                            return Err(ApiError::NoQuorum(format!(
+                                "{e}; this node became the leader: retry"
+                            )));
+                        }
+                        Some(l) => leader = l,
+                        None => return Err(ApiError::NoQuorum(e)),
+                    },
+                    _ => return Err(ApiError::NoQuorum(e)),
+                }
+            }
+            Ok(res) => return Ok(res),
+        }
+    }
+}
+
+/// The leader could not be reached (nothing was sent to it, or no answer came).
+struct Unreached(String);
+
+/// Headers not relayed: they describe one connection, not the message.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "date" | "upgrade"
+    )
+}
+
+async fn forward(
+    node: &ClusterNode,
+    http: &HttpRequest,
+    body: actix_web::web::Bytes,
+    leader: NodeId,
+    id: &str,
+    hops: u32,
+) -> Result<HttpResponse, Unreached> {
+    let addr = node
+        .addr_of(leader)
+        .ok_or_else(|| Unreached(format!("leader {leader} has no known address")))?;
     let target = http
         .uri()
         .path_and_query()
         .map_or_else(|| http.path().to_string(), |pq| pq.as_str().to_string());
     let method = reqwest::Method::from_bytes(http.method().as_str().as_bytes())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| Unreached(e.to_string()))?;
     let mut builder = node
         .client
         .request(method, format!("http://{addr}{target}"))
@@ -499,13 +543,13 @@ async fn forward(
             Ok::<_, reqwest::Error>((status, headers, body))
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| Unreached(e.to_string()))?;
     let (status, headers, body) = sent.map_err(|e| {
-        ApiError::NoQuorum(format!(
+        Unreached(format!(
             "leader {leader} at {addr} could not be reached: {e}"
         ))
     })?;
-    let status = StatusCode::from_u16(status).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let status = StatusCode::from_u16(status).map_err(|e| Unreached(e.to_string()))?;
     let mut res = HttpResponse::build(status);
     for (name, value) in headers {
         if hop_by_hop(&name) {

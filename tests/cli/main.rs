@@ -5,6 +5,7 @@
 mod api_errors;
 mod auth;
 mod client;
+mod cluster_smoke;
 mod config;
 mod crash;
 mod group_commit;

@@ -9,11 +9,21 @@ use crate::server::state::AppState;
 
 /// `GET /stats`: the union of both specification variants plus engine figures, O(1).
 pub async fn stats(state: Data<AppState>) -> HttpResponse {
-    let s = state.engine().stats();
-    let body = serde_json::json!({
-        "keys": s.live_keys,
-        "size_bytes": s.live_value_bytes,
-        "total_keys": s.live_keys,
+    let engine = state.engine();
+    let s = engine.stats();
+    let (mut keys, mut size) = (s.live_keys, s.live_value_bytes);
+    if state.is_cluster() {
+        // A cluster node's reserved keys (applied log id, membership, the
+        // bounded request-id ring) are not the client's data.
+        for pair in engine.prefix(&[0xFF]).flatten() {
+            keys = keys.saturating_sub(1);
+            size = size.saturating_sub(pair.value().len() as u64);
+        }
+    }
+    let mut body = serde_json::json!({
+        "keys": keys,
+        "size_bytes": size,
+        "total_keys": keys,
         "total_operations": state.operations(),
         "uptime_seconds": state.uptime_seconds(),
         "segments": s.segments,
@@ -26,6 +36,14 @@ pub async fn stats(state: Data<AppState>) -> HttpResponse {
         "last_compaction_ms": s.last_compaction_ms,
         "read_only": s.read_only,
     });
+    #[cfg(feature = "cluster")]
+    if let Some(node) = &state.cluster
+        && let Ok(figures) = serde_json::to_value(node.figures())
+    {
+        body["raft"] = figures;
+    }
+    #[cfg(not(feature = "cluster"))]
+    let _ = &mut body;
     HttpResponse::Ok()
         .content_type("application/json")
         .body(body.to_string())
@@ -53,7 +71,14 @@ pub async fn health(state: Data<AppState>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: Data<AppState>) -> HttpResponse {
-    let text = state.metrics.encode(&state.engine().stats());
+    #[allow(unused_mut, reason = "only a cluster node adds to it")]
+    let mut text = state.metrics.encode(&state.engine().stats());
+    #[cfg(feature = "cluster")]
+    if let Some(node) = &state.cluster {
+        // OpenMetrics ends with "# EOF": the Raft figures go before it.
+        let eof = text.rfind("# EOF").unwrap_or(text.len());
+        text.insert_str(eof, &node.figures().prometheus());
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text)
