@@ -120,6 +120,9 @@ pub enum BodyProblem {
     /// A body-keyed request without `key`.
     #[error("body must have a \"key\" field")]
     MissingKey,
+    /// A `POST /admin/backup` body that is not `{"to": "<dir>"}`.
+    #[error("body must be a JSON object like {{\"to\": \"<directory>\"}} with a non-empty string")]
+    BackupNotObject,
 }
 
 /// Every error the HTTP API answers with.
@@ -261,6 +264,7 @@ fn engine_status(e: &engine::Error) -> StatusCode {
         E::ValueTooLarge { .. } | E::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         e if e.is_invalid_input() => StatusCode::BAD_REQUEST,
         e if is_disk_full(e) => StatusCode::INSUFFICIENT_STORAGE,
+        E::BackupTarget { .. } => StatusCode::BAD_REQUEST,
         E::ReadOnly { .. } | E::Closed | E::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -301,6 +305,8 @@ pub fn engine_message(e: &engine::Error) -> String {
             format!("cannot migrate the legacy log (line {line}): {reason}")
         }
         E::LegacyWithoutDecoder { .. } => "the log is in the legacy format".into(),
+        // The target is the client's own, but it may name the data directory.
+        E::BackupTarget { reason, .. } => format!("backup target {reason}"),
         // Variants without paths say nothing a client must not see.
         other => scrub(&other.to_string()),
     }

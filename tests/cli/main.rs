@@ -4,6 +4,7 @@
 
 mod api_errors;
 mod auth;
+mod backup;
 mod client;
 mod cluster_smoke;
 mod config;

@@ -29,6 +29,7 @@ async fn a_wrong_method_is_405_json() {
         (Method::DELETE, "/health"),
         (Method::POST, "/metrics"),
         (Method::GET, "/admin/compact"),
+        (Method::GET, "/admin/backup"),
     ];
     for (m, path) in cases {
         let msg = s.call(m.clone(), path, "").await.assert_error(405);

@@ -1,10 +1,12 @@
 //! The routes about the store rather than a key: `/stats`, `/health`,
-//! `/metrics`, `POST /admin/compact`.
+//! `/metrics`, `POST /admin/compact`, `POST /admin/backup`.
 
 use actix_web::HttpResponse;
 use actix_web::web::{self, Data};
+use serde::Deserialize;
 
-use crate::server::error::{ApiError, fault_message};
+use crate::server::body::{JsonBody, parse_object};
+use crate::server::error::{ApiError, BodyProblem, fault_message};
 use crate::server::state::AppState;
 
 /// `GET /stats`: the union of both specification variants plus engine figures, O(1).
@@ -97,6 +99,38 @@ pub async fn compact(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
         "segments_after": report.segments_after,
         "live_bytes_rewritten": report.live_bytes_rewritten,
         "duration_ms": report.duration_ms,
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string()))
+}
+
+#[derive(Deserialize)]
+struct BackupBody {
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `POST /admin/backup {"to": "<dir>"}`: a point-in-time copy of the store in
+/// `to` (a path on the server's machine), made on a blocking thread.
+pub async fn backup(state: Data<AppState>, body: JsonBody) -> Result<HttpResponse, ApiError> {
+    let parsed: BackupBody = parse_object(body.text()?, BodyProblem::BackupNotObject)?;
+    let to = match parsed.to {
+        Some(to) if !to.is_empty() => to,
+        _ => return Err(ApiError::InvalidBody(BodyProblem::BackupNotObject)),
+    };
+    let engine = state.engine.clone();
+    let report = web::block(move || engine.backup(to))
+        .await
+        .map_err(|e| ApiError::Internal(format!("backup task failed: {e}")))??;
+    let body = serde_json::json!({
+        "success": true,
+        "files": report.files,
+        "bytes": report.bytes,
+        "linked": report.linked,
+        "copied": report.copied,
+        "live_keys": report.live_keys,
+        "elapsed_ms": u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
     });
     Ok(HttpResponse::Ok()
         .content_type("application/json")

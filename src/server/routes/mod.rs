@@ -144,6 +144,7 @@ pub fn table() -> Vec<Mount> {
         Mount::new("/health").on(M::GET, admin::health),
         Mount::new("/metrics").on(M::GET, admin::metrics),
         Mount::new("/admin/compact").on(M::POST, admin::compact),
+        Mount::new("/admin/backup").on(M::POST, admin::backup),
         Mount::new("/openapi.json").on(M::GET, openapi::document),
     ]
 }
