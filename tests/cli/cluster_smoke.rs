@@ -244,12 +244,12 @@ fn a_joining_node_is_caught_up_by_snapshot_then_removed_with_auth_on() {
     let added = request(ports[1], "POST", "/cluster/members", Some(&body), &auth);
     assert_eq!(added.status, 200, "{}", added.body);
     assert_eq!(added.json()["members"], serde_json::json!([1, 2, 3, 4]));
-    eventually("the new node to have the data", || {
-        let r = request(ports[3], "GET", "/kv/k0?consistency=local", None, &auth);
-        (r.status == 200).then_some(())
+    let stats = eventually("the new node to have all the data", || {
+        let stats = request(ports[3], "GET", "/stats", None, &auth).json();
+        (stats["keys"] == 40).then_some(stats)
     });
-    let stats = request(ports[3], "GET", "/stats", None, &auth).json();
-    assert_eq!(stats["keys"], 40, "{stats}");
+    let r = request(ports[3], "GET", "/kv/k0?consistency=local", None, &auth);
+    assert_eq!(r.body, r#"{"key":"k0","value":1}"#);
     assert!(
         stats["raft"]["snapshots_installed"].as_u64().unwrap() >= 1,
         "{stats}"
