@@ -214,6 +214,10 @@ pub enum ApiError {
     /// A failure outside the engine (a blocking task that died, ...).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Cluster mode: no leader could be reached within the quorum timeout,
+    /// or the leader could not reach a majority; nothing was applied.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
     /// An error status actix produced on its own, kept with its status.
     #[error("{reason}")]
     Http {
@@ -242,7 +246,7 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy(_) | ApiError::NoQuorum(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Engine(e) => engine_status(e),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -362,7 +366,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::Busy(_) => {
+            ApiError::Busy(_) | ApiError::NoQuorum(_) => {
                 res.insert_header((header::RETRY_AFTER, "1"));
             }
             // The rest of a late body may still come: the connection cannot

@@ -6,6 +6,7 @@ mod api_errors;
 mod auth;
 mod backup;
 mod client;
+mod cluster_smoke;
 mod config;
 mod crash;
 mod group_commit;
