@@ -4,6 +4,8 @@
 
 mod api_errors;
 mod auth;
+#[path = "../lincheck/checker.rs"]
+mod checker;
 mod client;
 mod config;
 mod crash;
@@ -11,8 +13,11 @@ mod group_commit;
 mod hostile;
 mod legacy;
 mod lifecycle;
+mod linearizable;
 mod offline;
 mod progress;
+#[path = "../lincheck/recorder.rs"]
+mod recorder;
 mod shell;
 mod shell_pty;
 mod startup;
