@@ -76,19 +76,28 @@ pub struct Violation {
     pub ops: Vec<Op>,
     /// Most ops the search managed to linearize (a hint where it broke).
     pub longest_prefix: usize,
+    /// When the op completed that the deepest search could not get past.
+    pub stuck_at: u64,
 }
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "key {:?}: {} ops, no linearization (at most {} placed); ops by invocation:",
+            "key {:?}: {} ops, no linearization (at most {} placed, stuck at the op \
+             completed at {:.3}ms); ops by invocation around there:",
             self.key,
             self.ops.len(),
-            self.longest_prefix
+            self.longest_prefix,
+            self.stuck_at as f64 / 1e6
         )?;
         // Enough to find the spot by hand without drowning the log.
-        for op in self.ops.iter().take(200) {
+        let at = self
+            .ops
+            .iter()
+            .position(|o| o.invoke > self.stuck_at)
+            .unwrap_or(self.ops.len());
+        for op in &self.ops[at.saturating_sub(40)..(at + 10).min(self.ops.len())] {
             let done = if op.ret == Ret::Unknown {
                 "open".to_string()
             } else {
@@ -135,11 +144,12 @@ pub fn check(history: &[Op]) -> Report {
     };
     for (key, mut ops) in per_key {
         ops.sort_by_key(|o| o.invoke);
-        if let Err(longest_prefix) = check_key(&ops) {
+        if let Err((longest_prefix, stuck_at)) = check_key(&ops) {
             report.violations.push(Violation {
                 key: key.to_string(),
                 ops,
                 longest_prefix,
+                stuck_at,
             });
         }
     }
@@ -180,8 +190,8 @@ impl Bits {
 }
 
 /// `Ok` when `ops` (one key, any order) linearize; otherwise the most ops the
-/// search placed.
-fn check_key(ops: &[Op]) -> Result<(), usize> {
+/// search placed and the completion time of the op it could not get past.
+fn check_key(ops: &[Op]) -> Result<(), (usize, u64)> {
     let n = ops.len();
     if n == 0 {
         return Ok(());
@@ -233,6 +243,7 @@ fn check_key(ops: &[Op]) -> Result<(), usize> {
     let mut linearized = Bits::new(n);
     let mut placed = 0usize;
     let mut longest = 0usize;
+    let mut stuck_at = 0u64;
     let mut state: State = None;
     let mut cache: HashSet<(Bits, State)> = HashSet::new();
     let mut stack: Vec<(usize, State)> = Vec::new();
@@ -242,7 +253,7 @@ fn check_key(ops: &[Op]) -> Result<(), usize> {
             // Only reachable if every remaining event is a call, which the
             // list order forbids (each call precedes its return); treat as a
             // dead end all the same.
-            return Err(longest);
+            return Err((longest, stuck_at));
         }
         if entry % 2 == 1 {
             let i = (entry - 1) / 2;
@@ -264,8 +275,11 @@ fn check_key(ops: &[Op]) -> Result<(), usize> {
             entry = next[entry];
         } else {
             // A return whose call is still unplaced: this branch is dead.
+            if placed == longest {
+                stuck_at = ops[(entry - 2) / 2].complete;
+            }
             let Some((call, before)) = stack.pop() else {
-                return Err(longest);
+                return Err((longest, stuck_at));
             };
             let i = (call - 1) / 2;
             state = before;

@@ -38,6 +38,8 @@ pub struct Plan {
     pub seed: u64,
     /// Extra query string of reads (e.g. `consistency=local`), or empty.
     pub read_query: String,
+    /// Whether clients delete too (else only puts and gets).
+    pub deletes: bool,
 }
 
 /// A recording in progress; [`Recording::finish`] stops it.
@@ -135,7 +137,7 @@ fn client(
     while !stop.load(Ordering::Relaxed) {
         let key = format!("lin{}", rng.below(plan.keys as u64));
         let port = ports[rng.below(ports.len() as u64) as usize];
-        let call = match rng.below(20) {
+        let call = match rng.below(if plan.deletes { 20 } else { 17 }) {
             0..=7 => {
                 seq += 1;
                 Call::Put(base + seq)
