@@ -225,7 +225,8 @@ impl Model {
         self.puts
             .iter()
             .filter_map(|(k, w)| match w.last() {
-                Some(&(v, Outcome::Acked)) if w.iter().all(|(_, o)| *o == Outcome::Acked) => {
+                // An unknown write could still land over it.
+                Some(&(v, Outcome::Acked)) if w.iter().all(|(_, o)| *o != Outcome::Unknown) => {
                     Some((k.clone(), v))
                 }
                 _ => None,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::checker;
-use crate::harness::{Cluster, PATIENCE};
+use crate::harness::{Cluster, PATIENCE, form_encode};
 use crate::load::{Load, Shape};
 use crate::recorder::{self, Plan};
 
@@ -25,7 +25,7 @@ fn harness_dumps_pages_and_signals_on_a_single_server() {
         assert_eq!(c.must(1, "POST", "/kv/batch", Some(&body)).status, 200);
     }
     for k in ["a+b", "a b", "a&c=d", "zé%"] {
-        let path = format!("/kv/{}", k.replace('%', "%25").replace(' ', "%20"));
+        let path = format!("/kv/{}", form_encode(k));
         let r = c.must(1, "PUT", &path, Some(r#"{"value": "odd"}"#));
         assert_eq!(r.status, 200, "{k}: {}", r.body);
     }
