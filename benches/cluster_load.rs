@@ -20,7 +20,6 @@
 #[path = "http_load/client.rs"]
 #[allow(dead_code, reason = "shared with http_load; this bench only PUTs")]
 mod client;
-#[allow(dead_code, reason = "shared by the benches; this one needs little")]
 mod common;
 #[path = "http_load/raw.rs"]
 mod raw;

@@ -219,7 +219,7 @@ fn corrupted_atomic_histories_fail() {
     for round in 0..100 {
         let mut h = atomic_history(&mut rng, 2 + round % 5, 30, 0);
         let reads: Vec<usize> = (0..h.len()).filter(|&i| h[i].call == Call::Get).collect();
-        let i = reads[rng.below(reads.len() as u64) as usize];
+        let i = reads[usize::try_from(rng.below(reads.len() as u64)).unwrap()];
         h[i].ret = Ret::Read(Some(u64::MAX));
         assert!(!ok(&h), "round {round}: planted bad read not caught");
     }
@@ -269,7 +269,7 @@ fn agrees_with_brute_force_on_small_random_histories() {
     let mut rng = Rng(7);
     let (mut yes, mut no) = (0, 0);
     for _ in 0..3000 {
-        let n = 1 + rng.below(6) as usize;
+        let n = 1 + usize::try_from(rng.below(6)).unwrap();
         let h: Vec<Op> = (0..n)
             .map(|c| {
                 let invoke = rng.below(20);

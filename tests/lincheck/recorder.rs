@@ -136,7 +136,7 @@ fn client(
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let key = format!("lin{}", rng.below(plan.keys as u64));
-        let port = ports[rng.below(ports.len() as u64) as usize];
+        let port = ports[usize::try_from(rng.below(ports.len() as u64)).unwrap()];
         let call = match rng.below(if plan.deletes { 20 } else { 17 }) {
             0..=7 => {
                 seq += 1;
