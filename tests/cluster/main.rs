@@ -9,6 +9,7 @@
 #![cfg(feature = "cluster")]
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod api;
 #[path = "../lincheck/checker.rs"]
 mod checker;
 mod churn;
