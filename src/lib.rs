@@ -29,6 +29,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "unit tests fail loudly"))]
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod engine;
 #[cfg(any(feature = "server", feature = "json-lines"))]
 mod json;

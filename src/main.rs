@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 // The CLI is the binary's, not the library's: its modules reach the library
 // through these names, as they did when they lived inside it.
+#[cfg(feature = "cluster")]
+use kvstore::cluster;
 use kvstore::{engine, server};
 
 mod cli;

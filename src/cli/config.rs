@@ -21,7 +21,7 @@
 //!
 //! Invariants:
 //! - Top-level keys belong to the server and the offline subcommands
-//!   (`serve`, `inspect`, `verify`, `compact`, `export`, `import`); the
+//!   (`serve`, `inspect`, `verify`, `compact`, `backup`, `export`, `import`); the
 //!   `[client]` table to the client commands. A server's `data_dir` thus never
 //!   turns a client command into a direct one.
 //! - A key that names no flag, or a value the flag refuses, is an error

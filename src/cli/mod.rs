@@ -3,6 +3,7 @@
 //! logging, calls [`run`] and turns a [`CliError`] into one line on stderr
 //! and its [exit code](CliError::exit_code).
 
+pub mod backup;
 pub mod client;
 pub mod compact;
 pub mod config;
@@ -51,6 +52,8 @@ pub enum Command {
     Verify(DirArgs),
     /// Compact a data directory now.
     Compact(DirArgs),
+    /// Write a consistent point-in-time copy of a store to --to (offline, or --url through a server).
+    Backup(backup::BackupArgs),
     /// Write every key as JSON lines `{"key": .., "value": ..}`.
     Export(export::ExportArgs),
     /// Load JSON lines `{"key": .., "value": ..}` (the export format).
@@ -171,6 +174,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Inspect(args)) => inspect::run(&args),
         Some(Command::Verify(args)) => verify::run(&args),
         Some(Command::Compact(args)) => compact::run(&args),
+        Some(Command::Backup(args)) => backup::run(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Import(args)) => import::run(&args),
         Some(Command::Get(c)) => client::run(&c.target, &Op::Get(c.op)),

@@ -75,6 +75,24 @@ pub struct ServeArgs {
     /// Threads a compaction copies with (fewer leave more CPU to requests).
     #[arg(long, default_value_t = Options::default().compaction_threads)]
     pub compaction_threads: usize,
+    /// Cluster mode: this node's id among --peers.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "KVSTORE_NODE_ID", requires = "peers")]
+    pub node_id: Option<u64>,
+    /// Cluster mode: every member as id=host:port (their HTTP ports), comma-separated,
+    /// this node included.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "KVSTORE_PEERS", requires = "node_id")]
+    pub peers: Option<String>,
+    /// Cluster mode: longest a write or linearizable read waits for a quorum
+    /// before 503 (`5s`, `500ms`; plain numbers are seconds).
+    #[cfg(feature = "cluster")]
+    #[arg(long, default_value = "5s", value_parser = units::seconds)]
+    pub quorum_timeout: Duration,
+    /// Cluster mode: log entries between snapshots of the state (0: never).
+    #[cfg(feature = "cluster")]
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_logs: u64,
 }
 
 impl ServeArgs {
@@ -153,6 +171,10 @@ impl ServeArgs {
 
 /// Serves until stopped.
 pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
+    #[cfg(feature = "cluster")]
+    if let (Some(node_id), Some(peers)) = (args.node_id, args.peers.clone()) {
+        return run_cluster(&args, node_id, &peers);
+    }
     let (opts, config) = args.settings()?;
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir).map_err(|source| CliError::Io {
@@ -192,5 +214,65 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
     served?;
     closed?;
     tracing::info!("stopped; every acknowledged write is durable");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves as a cluster node until stopped.
+#[cfg(feature = "cluster")]
+fn run_cluster(args: &ServeArgs, node_id: u64, peers: &str) -> Result<ExitCode, CliError> {
+    use crate::cluster;
+    let (opts, config) = args.settings()?;
+    let peers = cluster::parse_peers(peers).map_err(|reason| CliError::Invalid {
+        flag: "--peers",
+        reason,
+    })?;
+    if args.quorum_timeout.is_zero() {
+        return Err(CliError::Invalid {
+            flag: "--quorum-timeout",
+            reason: "must be positive".into(),
+        });
+    }
+    let dir = &args.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| CliError::Io {
+        action: "creating data directory",
+        path: dir.clone(),
+        source,
+    })?;
+    let started = cluster::node::start(cluster::node::ClusterConfig {
+        node_id,
+        peers,
+        data_dir: dir.clone(),
+        quorum_timeout: args.quorum_timeout,
+        engine: opts,
+        auth_token: config.auth_token.clone(),
+        max_body_bytes: config.max_body_bytes,
+        snapshot_logs: args.snapshot_logs,
+    })
+    .map_err(|reason| CliError::Invalid {
+        flag: "--data-dir",
+        reason,
+    })?;
+    let mut state = server::AppState::with_slot(started.slot.clone(), &config);
+    state.cluster = Some(started.node.clone());
+    let addr = format!("{}:{}", config.host, config.port);
+    let served = actix_web::rt::System::new().block_on(async move {
+        let (server, addrs) =
+            server::build_with(state, &config).map_err(|source| CliError::Bind { addr, source })?;
+        for a in &addrs {
+            tracing::info!("node {node_id} listening on http://{a}");
+        }
+        server.await.map_err(|source| CliError::Io {
+            action: "serving on",
+            path: PathBuf::from(format!("{}:{}", config.host, config.port)),
+            source,
+        })
+    });
+    let closed = started.shutdown().map_err(|reason| CliError::Invalid {
+        flag: "--data-dir",
+        reason,
+    });
+    served?;
+    closed?;
+    tracing::info!("stopped; every applied write is durable");
     Ok(ExitCode::SUCCESS)
 }

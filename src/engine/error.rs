@@ -161,6 +161,16 @@ pub enum Error {
         /// Lookups made.
         attempts: u32,
     },
+    /// [`Engine::backup`](super::Engine::backup) cannot write to its target:
+    /// it exists and is not an empty directory, lies inside the data
+    /// directory, or a backup to it is already under way.
+    #[error("backup target {path}: {reason}")]
+    BackupTarget {
+        /// The target given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A broken invariant of the engine itself (a bug), reported instead of a
     /// panic.
     #[error("internal error: {what}")]

@@ -18,6 +18,7 @@
 //!   threads; `iter`: ordered (key, value) iterators; `compaction`: reclaiming
 //!   dead space in bounded steps; `recovery`: rebuilding state at open (or, for
 //!   [`Engine::open_read_only`], computing it without changing a file);
+//!   `backup`: [`Engine::backup`], a point-in-time copy of the directory;
 //! - `migrate`: the one-time conversion of a legacy `wal.log` through a
 //!   [`LegacyDecoder`];
 //! - [`fs`] and [`clock`]: public *seams* through which tests fail I/O and move
@@ -36,13 +37,15 @@
 //!
 //! # Lock order
 //! A thread holding one of these locks takes only locks to its right:
-//! sync → writer → queue → unsynced → keydir; writer → spare; writer → segments.
+//! sync → writer → queue → unsynced → keydir; writer → spare; writer → segments;
+//! compaction → writer (a compaction's sealing, and a backup's point).
 //! The keydir and the segment set are never held together: a read releases the
 //! keydir before it looks the segment up, and compaction's install takes them
 //! one after the other. Every lock a panic poisoned latches the engine
 //! read-only (`Shared::lock`).
 
 mod background;
+mod backup;
 mod batch;
 pub mod clock;
 mod compaction;
@@ -72,6 +75,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+pub use backup::BackupReport;
 pub use batch::{Batch, Expiry, Op, OpResult, Prior};
 pub use compaction::CompactionReport;
 pub use error::{Error, Fault, Result};

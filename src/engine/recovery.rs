@@ -196,11 +196,14 @@ pub(crate) fn recover(dir: &Path, opts: &Options, mode: Mode) -> Result<Recovere
             if s.corrupt > 0 || s.batches_discarded > 0 {
                 tracing::warn!(segment = %id, corrupt = s.corrupt, batches = s.batches_discarded, "skipped damaged records in sealed segment");
             }
-            if mode == Mode::Write && (s.clean_end || unsealed) && (s.end as u64) < seg.len() {
+            if (s.clean_end || unsealed) && (s.end as u64) < seg.len() {
                 // Sealed by a rotation that was killed before its unused,
                 // preallocated tail was cut (and maybe its torn records
-                // after the last sync): cut it now.
-                seg = cut_zero_tail(opts, &path, id, s.end as u64)?;
+                // after the last sync): cut it now, or (read-only) say so.
+                match mode {
+                    Mode::Write => seg = cut_zero_tail(opts, &path, id, s.end as u64)?,
+                    Mode::ReadOnly => seg.mark_uncut(),
+                }
             }
         }
         disk_bytes += seg.len();

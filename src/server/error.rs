@@ -120,6 +120,9 @@ pub enum BodyProblem {
     /// A body-keyed request without `key`.
     #[error("body must have a \"key\" field")]
     MissingKey,
+    /// A `POST /admin/backup` body that is not `{"to": "<dir>"}`.
+    #[error("body must be a JSON object like {{\"to\": \"<directory>\"}} with a non-empty string")]
+    BackupNotObject,
 }
 
 /// Every error the HTTP API answers with.
@@ -211,6 +214,10 @@ pub enum ApiError {
     /// A failure outside the engine (a blocking task that died, ...).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Cluster mode: no leader could be reached within the quorum timeout,
+    /// or the leader could not reach a majority; nothing was applied.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
     /// An error status actix produced on its own, kept with its status.
     #[error("{reason}")]
     Http {
@@ -239,7 +246,7 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy(_) | ApiError::NoQuorum(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Engine(e) => engine_status(e),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -257,6 +264,7 @@ fn engine_status(e: &engine::Error) -> StatusCode {
         E::ValueTooLarge { .. } | E::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         e if e.is_invalid_input() => StatusCode::BAD_REQUEST,
         e if is_disk_full(e) => StatusCode::INSUFFICIENT_STORAGE,
+        E::BackupTarget { .. } => StatusCode::BAD_REQUEST,
         E::ReadOnly { .. } | E::Closed | E::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -297,6 +305,8 @@ pub fn engine_message(e: &engine::Error) -> String {
             format!("cannot migrate the legacy log (line {line}): {reason}")
         }
         E::LegacyWithoutDecoder { .. } => "the log is in the legacy format".into(),
+        // The target is the client's own, but it may name the data directory.
+        E::BackupTarget { reason, .. } => format!("backup target {reason}"),
         // Variants without paths say nothing a client must not see.
         other => scrub(&other.to_string()),
     }
@@ -356,7 +366,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::Busy(_) => {
+            ApiError::Busy(_) | ApiError::NoQuorum(_) => {
                 res.insert_header((header::RETRY_AFTER, "1"));
             }
             // The rest of a late body may still come: the connection cannot

@@ -46,10 +46,15 @@ const REFUSING_SLACK: usize = conn::FD_HEADROOM / 4;
 /// addresses it is bound to. The server stops on SIGTERM/SIGINT after finishing
 /// in-flight requests; the caller then closes the engine.
 pub fn build(engine: Engine, config: &ServerConfig) -> io::Result<(Server, Vec<SocketAddr>)> {
+    build_with(AppState::new(engine, config), config)
+}
+
+/// [`build`] over a prepared state (a cluster node's).
+pub fn build_with(state: AppState, config: &ServerConfig) -> io::Result<(Server, Vec<SocketAddr>)> {
     let cap = conn::resolve_cap(config.max_connections, conn::fd_limit())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let gate = Gate::new(cap);
-    let state = Data::new(AppState::new(engine, config));
+    let state = Data::new(state);
     let workers = config.workers.clamp(1, 512);
     let mut builder = Server::build()
         .workers(workers)

@@ -78,6 +78,24 @@ pub fn bearer_matches(value: Option<&header::HeaderValue>, token: &str) -> bool 
     bool::from(given.ct_eq(token.as_bytes()))
 }
 
+/// Cluster mode: [`crate::cluster::routes::gate`] (forwarding to the
+/// leader, linearizable reads). A single node passes every request through.
+pub async fn cluster_gate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    #[cfg(feature = "cluster")]
+    if let Some(node) = req
+        .app_data::<Data<AppState>>()
+        .and_then(|s| s.cluster.clone())
+    {
+        return crate::cluster::routes::gate(node, req, next).await;
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
 /// Gives every error response the API's JSON body.
 pub async fn json_errors(
     req: ServiceRequest,

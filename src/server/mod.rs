@@ -39,7 +39,7 @@ use actix_web::web::Data;
 
 pub use crate::json::minify;
 pub use error::ApiError;
-pub use listen::build;
+pub use listen::{build, build_with};
 pub use metrics::FsyncObserver;
 pub use routes::configure;
 pub use state::AppState;
@@ -112,9 +112,19 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let cluster = state.is_cluster();
     App::new()
         .app_data(state)
-        .configure(configure)
+        .configure(move |cfg| {
+            #[cfg(feature = "cluster")]
+            if cluster {
+                routes::configure_cluster(cfg);
+            }
+            #[cfg(not(feature = "cluster"))]
+            let _ = cluster;
+            configure(cfg);
+        })
+        .wrap(from_fn(middleware::cluster_gate))
         .wrap(from_fn(middleware::json_errors))
         .wrap(from_fn(middleware::auth))
         .wrap(from_fn(middleware::track))

@@ -2,6 +2,7 @@
 //! the counters behind `/stats`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use crate::engine::{Engine, Expiry};
@@ -22,11 +23,41 @@ pub struct Limits {
     pub max_batch_ops: usize,
 }
 
+/// The engine a server serves, behind a handle that can be pointed at
+/// another one: a cluster node installing a snapshot swaps in the engine of
+/// the snapshot's directory. A single node never swaps.
+#[derive(Debug, Clone)]
+pub struct EngineSlot(Arc<RwLock<Engine>>);
+
+impl EngineSlot {
+    /// A slot holding `engine`.
+    pub fn new(engine: Engine) -> EngineSlot {
+        EngineSlot(Arc::new(RwLock::new(engine)))
+    }
+
+    /// The engine now in the slot (a clone of the handle: requests that got
+    /// it before a swap finish on it).
+    pub fn current(&self) -> Engine {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `engine` in the slot and returns the one it replaces.
+    pub fn swap(&self, engine: Engine) -> Engine {
+        let mut held = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *held, engine)
+    }
+}
+
 /// The state of one server, shared by all workers (wrapped in `web::Data`).
 #[derive(Debug)]
 pub struct AppState {
-    /// The open engine.
-    pub engine: Engine,
+    engine: EngineSlot,
+    /// Cluster mode: this node's Raft handle and peers (`None`: single node).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
     /// Request limits.
     pub limits: Limits,
     /// When set, the bearer token every route but /health needs.
@@ -44,8 +75,15 @@ pub struct AppState {
 impl AppState {
     /// State for `engine` under `config`.
     pub fn new(engine: Engine, config: &ServerConfig) -> AppState {
+        AppState::with_slot(EngineSlot::new(engine), config)
+    }
+
+    /// State for the engine in `slot` under `config`.
+    pub fn with_slot(engine: EngineSlot, config: &ServerConfig) -> AppState {
         AppState {
             engine,
+            #[cfg(feature = "cluster")]
+            cluster: None,
             limits: Limits {
                 max_body_bytes: config.max_body_bytes,
                 max_batch_ops: config.max_batch_ops,
@@ -66,9 +104,40 @@ impl AppState {
         }
     }
 
+    /// The engine served now.
+    pub fn engine(&self) -> Engine {
+        self.engine.current()
+    }
+
+    /// Whether this server is a cluster node (reserved keys are hidden).
+    pub fn is_cluster(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        {
+            self.cluster.is_some()
+        }
+        #[cfg(not(feature = "cluster"))]
+        {
+            false
+        }
+    }
+
+    /// Applies `batch`: on a single node through the engine's group commit,
+    /// on a cluster node through Raft (acknowledged once a majority has it
+    /// on disk and this node applied it).
+    pub async fn submit(
+        &self,
+        batch: crate::engine::Batch,
+    ) -> Result<Vec<crate::engine::OpResult>, super::ApiError> {
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &self.cluster {
+            return node.submit(&batch).await;
+        }
+        Ok(self.engine().submit(batch).await?)
+    }
+
     /// Largest key, in bytes: the engine's own limit.
     pub fn max_key_bytes(&self) -> usize {
-        self.engine.options().max_key_bytes
+        self.engine().options().max_key_bytes
     }
 
     /// Counts `n` key operations served (for `total_operations`).
@@ -89,7 +158,7 @@ impl AppState {
 
     /// The expiry of a write with `ttl` seconds (`None`: never), from now.
     pub fn expiry(&self, ttl: Option<f64>) -> Expiry {
-        expiry_after(self.engine.now_ms(), ttl)
+        expiry_after(self.engine().now_ms(), ttl)
     }
 }
 

@@ -4,9 +4,11 @@
 
 mod api_errors;
 mod auth;
+mod backup;
 #[path = "../lincheck/checker.rs"]
 mod checker;
 mod client;
+mod cluster_smoke;
 mod config;
 mod crash;
 mod group_commit;

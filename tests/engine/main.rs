@@ -1,6 +1,7 @@
 //! Engine integration tests, one themed module per file, linked into one binary.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod backup;
 mod basic;
 mod compaction;
 mod compaction_steps;

@@ -29,6 +29,7 @@ async fn a_wrong_method_is_405_json() {
         (Method::DELETE, "/health"),
         (Method::POST, "/metrics"),
         (Method::GET, "/admin/compact"),
+        (Method::GET, "/admin/backup"),
     ];
     for (m, path) in cases {
         let msg = s.call(m.clone(), path, "").await.assert_error(405);
@@ -121,7 +122,7 @@ async fn deeply_nested_json_is_stored_without_a_crash() {
 async fn after_close_writes_and_reads_are_503() {
     let s = start().await;
     s.set("a", "1").await;
-    s.state.engine.clone().close().unwrap();
+    s.state.engine().close().unwrap();
     s.put("/kv/a", r#"{"value": 2}"#).await.assert_error(503);
     s.get("/kv/a").await.assert_error(503);
     s.post("/kv/batch", r#"{"operations":[{"op":"get","key":"a"}]}"#)

@@ -27,7 +27,7 @@ async fn health_is_503_read_only_with_its_cause_once_the_engine_latched() {
     s.get("/health").await.assert_ok(r#"{"status":"ok"}"#);
     fs.fail_from(FsOp::Sync, 1);
     let _ = s.put("/kv/a", r#"{"value": 1}"#).await;
-    assert!(s.state.engine.fault().is_some());
+    assert!(s.state.engine().fault().is_some());
     let r = s.get("/health").await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.content_type, "application/json");
@@ -35,7 +35,7 @@ async fn health_is_503_read_only_with_its_cause_once_the_engine_latched() {
     assert_eq!(v["status"], "read-only", "{}", r.body);
     let cause = v["error"].as_str().unwrap();
     assert!(cause.contains("sync"), "{cause}");
-    let dir = s.state.engine.dir().to_string_lossy().into_owned();
+    let dir = s.state.engine().dir().to_string_lossy().into_owned();
     assert!(!r.body.contains(&dir), "a path leaked: {}", r.body);
 }
 
@@ -46,7 +46,7 @@ async fn a_full_disk_is_507_and_no_error_body_names_the_data_directory() {
     s.set("a", "1").await;
     fs.fill_disk_from(FsOp::Write, 1);
     fs.fill_disk_from(FsOp::Sync, 1);
-    let dir = s.state.engine.dir().to_string_lossy().into_owned();
+    let dir = s.state.engine().dir().to_string_lossy().into_owned();
     for _ in 0..3 {
         let r = s.put("/kv/b", r#"{"value": 2}"#).await;
         let msg = r.assert_error(507);

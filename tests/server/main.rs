@@ -3,6 +3,7 @@
 //! every reply is also checked against docs/openapi.json (`openapi.rs`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod backup;
 mod batch;
 mod beyond;
 mod body_kv;

@@ -66,7 +66,7 @@ async fn sixty_four_concurrent_puts_share_a_few_fsyncs() {
             .with_fs(Arc::new(SlowSync)),
     )
     .await;
-    let before = s.state.engine.stats().fsyncs;
+    let before = s.state.engine().stats().fsyncs;
     let puts = (0..64).map(|i| {
         let s = &s;
         async move { s.put(&format!("/kv/k{i}"), r#"{"value": 1}"#).await.status }
@@ -75,7 +75,7 @@ async fn sixty_four_concurrent_puts_share_a_few_fsyncs() {
     // serialize them into 64 fsyncs.
     let statuses = futures::future::join_all(puts).await;
     assert!(statuses.iter().all(|&st| st == 200), "{statuses:?}");
-    let fsyncs = s.state.engine.stats().fsyncs - before;
+    let fsyncs = s.state.engine().stats().fsyncs - before;
     assert!(fsyncs <= 8, "64 PUTs took {fsyncs} fsyncs");
     assert_eq!(s.get("/stats").await.json()["keys"], 64);
 }

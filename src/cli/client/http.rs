@@ -102,6 +102,14 @@ impl Http {
         Ok(Answer { status, body, url })
     }
 
+    /// `POST /admin/backup {"to": to}` (`kvstore backup --url`): the report
+    /// as the server's JSON text.
+    pub fn backup(&self, to: &str) -> Result<String, ClientError> {
+        let body = format!("{{\"to\":{}}}", json_string(to));
+        let answer = Self::ok(self.request("POST", "/admin/backup", Some(body))?)?;
+        Ok(answer.body)
+    }
+
     /// The answer when it is a success, `None` when 404, else the server's error.
     fn found(answer: Answer) -> Result<Option<Answer>, ClientError> {
         if answer.status == 404 {

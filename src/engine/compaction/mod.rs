@@ -136,6 +136,13 @@ impl Engine {
 }
 
 impl Shared {
+    /// Holds off compaction (waiting for a running one to finish) while the
+    /// guard lives: no sealed segment is deleted and no output installed.
+    /// Lock order: compaction → writer, as a compaction's own sealing takes it.
+    pub(crate) fn hold_compaction(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.lock(&self.compaction.running, "compaction")
+    }
+
     /// A panic anywhere in a compaction (between install and retire, a retired
     /// input's tombstones could be dropped while the input remains) latches the
     /// engine read-only with its cause: the next open finishes from the manifest.

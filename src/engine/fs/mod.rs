@@ -61,6 +61,15 @@ pub trait Fs: Send + Sync + Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Gives the file `from` a second name `to` (a hard link), as a backup
+    /// does for immutable sealed segments. Fails across file systems (`EXDEV`).
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
+    }
+    /// Creates the directory `path`; its parent must exist.
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
 }
 
 /// The real file system.
@@ -206,6 +215,8 @@ struct FaultState {
     disk_full: [std::sync::atomic::AtomicBool; OPS],
     // 0 = no limit; otherwise the most bytes a directory's files may hold.
     space_limit: AtomicU64,
+    // Whether hard links fail as they do across file systems (EXDEV).
+    links_fail: std::sync::atomic::AtomicBool,
     before_remove: Mutex<Option<(OsString, Hook)>>,
 }
 
@@ -245,6 +256,7 @@ impl FaultyFs {
                 fail_from: Default::default(),
                 disk_full: Default::default(),
                 space_limit: AtomicU64::new(0),
+                links_fail: std::sync::atomic::AtomicBool::new(false),
                 before_remove: Mutex::new(None),
             }),
         }
@@ -286,6 +298,12 @@ impl FaultyFs {
             .before_remove
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some((file_name.into(), Hook(Box::new(hook))));
+    }
+
+    /// Makes every later [`Fs::hard_link`] fail with `EXDEV`, as a link
+    /// across file systems does (`false` lets them work again).
+    pub fn fail_links(&self, fail: bool) {
+        self.state.links_fail.store(fail, Ordering::SeqCst);
     }
 
     /// How many calls of `op` were made so far.
@@ -409,6 +427,12 @@ impl Fs for FaultyFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.check(FsOp::SyncDir)?;
         File::open(dir)?.sync_all()
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if self.state.links_fail.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EXDEV));
+        }
+        std::fs::hard_link(from, to)
     }
 }
 

@@ -19,6 +19,10 @@ use crate::engine::format::{FileHeader, FileKind};
 pub struct SealedSegment {
     id: SegmentId,
     map: Mmap,
+    /// A read-only open left a tail in place that a read-write open cuts
+    /// (an unfinished sealing): a backup must copy this file, not link it,
+    /// or opening the backup would cut the original through the shared inode.
+    uncut: bool,
 }
 
 impl SealedSegment {
@@ -40,13 +44,27 @@ impl SealedSegment {
                 reason,
             });
         }
-        Ok(SealedSegment { id, map })
+        Ok(SealedSegment {
+            id,
+            map,
+            uncut: false,
+        })
     }
 
     /// Whether the header is intact and names this segment.
     pub fn header_ok(&self) -> bool {
         FileHeader::decode(&self.map)
             .is_ok_and(|h| h.kind == FileKind::Segment && h.segment == self.id)
+    }
+
+    /// Notes that a read-write open would cut this segment's tail.
+    pub(crate) fn mark_uncut(&mut self) {
+        self.uncut = true;
+    }
+
+    /// Whether a read-write open would cut this segment's tail.
+    pub(crate) fn is_uncut(&self) -> bool {
+        self.uncut
     }
 
     /// The segment id.

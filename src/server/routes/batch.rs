@@ -59,7 +59,7 @@ pub async fn apply(state: Data<AppState>, body: JsonBody) -> Result<HttpResponse
     if !batch.is_empty() {
         state.count(batch.len());
         let keys: Vec<Vec<u8>> = batch.ops().iter().map(|op| op.key().to_vec()).collect();
-        let results = state.engine.submit(batch).await?;
+        let results = state.submit(batch).await?;
         for (i, (key, result)) in keys.iter().zip(&results).enumerate() {
             if i > 0 {
                 out.raw(b",");

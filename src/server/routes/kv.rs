@@ -45,7 +45,7 @@ pub async fn delete(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespo
 pub fn read(state: &AppState, key: &str) -> Result<HttpResponse, ApiError> {
     state.count(1);
     let value = state
-        .engine
+        .engine()
         .get(key.as_bytes())?
         .ok_or(ApiError::KeyNotFound)?;
     let mut out = Out::with_capacity(value.len() + key.len() + 32);
@@ -90,7 +90,7 @@ pub async fn write(
     let mut batch = Batch::new();
     batch.put_with_expiry(key.as_bytes(), value, state.expiry(ttl));
     state.count(1);
-    let results = state.engine.submit(batch).await?;
+    let results = state.submit(batch).await?;
     Ok(match results.first() {
         Some(OpResult::Put(Prior::Live)) => Prior::Live,
         _ => Prior::Absent,
@@ -125,7 +125,7 @@ pub async fn remove(state: &AppState, key: &str) -> Result<HttpResponse, ApiErro
     let mut batch = Batch::new();
     batch.delete(key.as_bytes());
     state.count(1);
-    let results = state.engine.submit(batch).await?;
+    let results = state.submit(batch).await?;
     match results.first() {
         Some(OpResult::Delete(Prior::Live)) => {
             let mut out = Out::default();

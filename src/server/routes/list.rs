@@ -75,7 +75,7 @@ pub async fn list(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespons
     state.count(1);
     let mut listing = Listing {
         shape,
-        engine: state.engine.clone(),
+        engine: state.engine(),
         prefix: q.prefix.unwrap_or_default().into_bytes(),
         after: q.after.map(String::into_bytes),
         remaining: limit,
@@ -130,6 +130,10 @@ impl Listing {
         let want = self.remaining.min(CHUNK);
         let mut last: Vec<u8> = Vec::new();
         let mut seen = 0usize;
+        // Keys starting with 0xFF are a cluster node's reserved keys; no
+        // UTF-8 key (every key a client can write) starts with that byte,
+        // so they sort after every listed key and end the listing.
+        let mut reserved = false;
         let mut comma = |out: &mut Out| {
             if !first {
                 out.raw(b",");
@@ -140,6 +144,10 @@ impl Listing {
             Shape::Keys => {
                 self.engine
                     .scan_prefix_with(&self.prefix, self.after.as_deref(), want, |k| {
+                        if reserved || k.first() == Some(&RESERVED) {
+                            reserved = true;
+                            return;
+                        }
                         comma(&mut out);
                         out.key(k);
                         last.clear();
@@ -171,6 +179,7 @@ impl Listing {
         };
         self.wrote_entry = !first;
         self.remaining -= seen;
+        let end = if reserved { ScanEnd::Exhausted } else { end };
         match end {
             ScanEnd::Exhausted => {
                 out.raw(&[close, b'}']);
@@ -185,6 +194,9 @@ impl Listing {
         Some(Ok(Bytes::from(out.into_bytes())))
     }
 }
+
+/// The first byte of the reserved keys a cluster node keeps beside the data.
+const RESERVED: u8 = 0xFF;
 
 /// A listed key and its value, `None` when it went before it was read.
 type Pair = (Vec<u8>, Option<Vec<u8>>);
@@ -207,7 +219,7 @@ fn pairs_page(
     let mut pairs = Vec::with_capacity(limit.min(CHUNK));
     for pair in engine.range::<&[u8]>((from, Bound::Unbounded)) {
         let pair = pair?;
-        if !pair.key().starts_with(prefix) {
+        if !pair.key().starts_with(prefix) || pair.key().first() == Some(&RESERVED) {
             return Ok((pairs, ScanEnd::Exhausted));
         }
         if pairs.len() == limit {

@@ -144,8 +144,33 @@ pub fn table() -> Vec<Mount> {
         Mount::new("/health").on(M::GET, admin::health),
         Mount::new("/metrics").on(M::GET, admin::metrics),
         Mount::new("/admin/compact").on(M::POST, admin::compact),
+        Mount::new("/admin/backup").on(M::POST, admin::backup),
         Mount::new("/openapi.json").on(M::GET, openapi::document),
     ]
+}
+
+/// The routes a cluster node mounts besides [`table`]: its view of the
+/// cluster, membership changes and the Raft RPCs peers send.
+#[cfg(feature = "cluster")]
+pub fn cluster_table() -> Vec<Mount> {
+    use crate::cluster::routes as c;
+    use Method as M;
+    vec![
+        Mount::new("/cluster").on(M::GET, c::status),
+        Mount::new("/cluster/members").on(M::POST, c::add_member),
+        Mount::new("/cluster/members/{id}").on(M::DELETE, c::remove_member),
+        Mount::new("/raft/append").on(M::POST, c::append),
+        Mount::new("/raft/vote").on(M::POST, c::vote),
+        Mount::new("/raft/snapshot").on(M::POST, c::snapshot),
+    ]
+}
+
+/// Mounts [`cluster_table`] (before [`configure`]).
+#[cfg(feature = "cluster")]
+pub fn configure_cluster(cfg: &mut web::ServiceConfig) {
+    for mount in cluster_table() {
+        cfg.service(mount.into_resource());
+    }
 }
 
 /// Mounts every route of `docs/API.md`. Unknown paths and wrong methods

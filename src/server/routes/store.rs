@@ -71,8 +71,30 @@ async fn conditional_write(
     let parsed: WriteBody<'_> = parse_object(body.text()?, BodyProblem::KeyedNotObject)?;
     let key = body_key(&parsed, state.max_key_bytes())?;
     let (value, ttl) = parsed.value_and_ttl()?;
+    // A cluster decides the condition in the state machine, where every
+    // node applies it at the same point of the log; a lock here would only
+    // order this node's own requests.
+    #[cfg(feature = "cluster")]
+    if let Some(node) = &state.cluster {
+        state.count(1);
+        let applied = node
+            .conditional(&key, &value, state.expiry(ttl), expect == Expect::Live)
+            .await?;
+        return match (applied, expect) {
+            (false, Expect::Absent) => Err(ApiError::KeyExists),
+            (false, Expect::Live) => Err(ApiError::KeyNotFound),
+            (true, _) => {
+                let mut out = kv::written(&key, &value);
+                out.raw(b"}");
+                Ok(match expect {
+                    Expect::Absent => out.created(),
+                    Expect::Live => out.ok(),
+                })
+            }
+        };
+    }
     let _locked = state.key_locks.lock(key.as_bytes()).await;
-    let live = state.engine.get(key.as_bytes())?.is_some();
+    let live = state.engine().get(key.as_bytes())?.is_some();
     match (expect, live) {
         (Expect::Absent, true) => {
             state.count(1);
