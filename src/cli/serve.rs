@@ -89,6 +89,11 @@ pub struct ServeArgs {
     #[cfg(feature = "cluster")]
     #[arg(long, default_value = "5s", value_parser = units::seconds)]
     pub quorum_timeout: Duration,
+    /// Cluster mode: start without forming a cluster, to be added to a running
+    /// one with `POST /cluster/members` (--peers then names at least this node).
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "KVSTORE_JOIN", requires = "node_id")]
+    pub join: bool,
     /// Cluster mode: log entries between snapshots of the state (0: never).
     #[cfg(feature = "cluster")]
     #[arg(long, default_value_t = 10_000)]
@@ -247,6 +252,7 @@ fn run_cluster(args: &ServeArgs, node_id: u64, peers: &str) -> Result<ExitCode, 
         auth_token: config.auth_token.clone(),
         max_body_bytes: config.max_body_bytes,
         snapshot_logs: args.snapshot_logs,
+        join: args.join,
     })
     .map_err(|reason| CliError::Invalid {
         flag: "--data-dir",

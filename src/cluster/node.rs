@@ -44,6 +44,8 @@ pub struct ClusterConfig {
     pub max_body_bytes: usize,
     /// Log entries between snapshots (0: never).
     pub snapshot_logs: u64,
+    /// `--join`: never initialize; wait to be added by the leader.
+    pub join: bool,
 }
 
 /// A started node.
@@ -69,10 +71,10 @@ pub fn start(cfg: ClusterConfig) -> Result<Started, String> {
     if !cfg.peers.contains_key(&cfg.node_id) {
         return Err(format!("--peers must name this node ({}) too", cfg.node_id));
     }
-    let state = open(
-        &cfg.data_dir.join("state"),
-        cfg.engine.clone().with_sync(SyncMode::Never),
-    )?;
+    snapshot::recover_layout(&cfg.data_dir)
+        .map_err(|e| format!("finishing a snapshot install: {e}"))?;
+    let state_opts = cfg.engine.clone().with_sync(SyncMode::Never);
+    let state = open(&cfg.data_dir.join("state"), state_opts.clone())?;
     let log = open(
         &cfg.data_dir.join("raft"),
         Options::default().with_sync(SyncMode::Always),
@@ -81,6 +83,7 @@ pub fn start(cfg: ClusterConfig) -> Result<Started, String> {
     let counters = Arc::new(Counters::default());
     let snapshots = Arc::new(snapshot::Store::new(
         cfg.data_dir.clone(),
+        state_opts,
         Arc::clone(&counters),
     ));
     let log_store = LogStore::new(log.clone()).map_err(|e| format!("reading the raft log: {e}"))?;
@@ -110,7 +113,8 @@ pub fn start(cfg: ClusterConfig) -> Result<Started, String> {
         } else {
             SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs)
         },
-        max_in_snapshot_log_to_keep: 1000,
+        // Entries kept behind a snapshot, for followers a little behind.
+        max_in_snapshot_log_to_keep: cfg.snapshot_logs / 2,
         // Bounds an append RPC: each entry is at most one request body.
         max_payload_entries: 64,
         ..Default::default()
@@ -136,6 +140,10 @@ pub fn start(cfg: ClusterConfig) -> Result<Started, String> {
         match raft.is_initialized().await {
             Ok(true) => {
                 tracing::info!("rejoining the cluster from the data directory");
+                Ok(())
+            }
+            Ok(false) if cfg.join => {
+                tracing::info!("waiting to be added to a cluster (--join)");
                 Ok(())
             }
             Ok(false) => {

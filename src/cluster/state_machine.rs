@@ -35,8 +35,10 @@ use crate::server::state::EngineSlot;
 
 /// The first byte of every reserved key.
 pub const RESERVED: u8 = 0xFF;
-const APPLIED: &[u8] = b"\xFFapplied";
-const MEMBERSHIP: &[u8] = b"\xFFmembership";
+/// The applied log id (JSON).
+pub const APPLIED: &[u8] = b"\xFFapplied";
+/// The last applied membership (JSON).
+pub const MEMBERSHIP: &[u8] = b"\xFFmembership";
 const REQUEST: &[u8] = b"\xFFr";
 const SLOT: &[u8] = b"\xFFs";
 /// Log entries a request id is remembered for.

@@ -143,8 +143,8 @@ fn three_nodes_replicate_forward_and_refuse_without_quorum() {
 
     // Kill the two others: the survivor answers 503 within a bounded time.
     let survivor = 0;
-    for i in 1..3 {
-        nodes[i].take().unwrap().kill();
+    for node in nodes.iter_mut().skip(1) {
+        node.take().unwrap().kill();
     }
     let started = Instant::now();
     let r = request(ports[survivor], "PUT", "/kv/q", Some(r#"{"value":1}"#), &[]);

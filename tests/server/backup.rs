@@ -51,7 +51,7 @@ async fn bad_bodies_and_targets_are_400_without_paths() {
     }
     let out = tempfile::tempdir().unwrap();
     std::fs::write(out.path().join("file"), b"x").unwrap();
-    let data_dir = s.state.engine.dir().to_path_buf();
+    let data_dir = s.state.engine().dir().to_path_buf();
     for (to, why) in [
         (out.path().to_path_buf(), "not an empty directory"),
         (out.path().join("file"), "not an empty directory"),

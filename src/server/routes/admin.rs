@@ -119,7 +119,7 @@ pub async fn backup(state: Data<AppState>, body: JsonBody) -> Result<HttpRespons
         Some(to) if !to.is_empty() => to,
         _ => return Err(ApiError::InvalidBody(BodyProblem::BackupNotObject)),
     };
-    let engine = state.engine.clone();
+    let engine = state.engine();
     let report = web::block(move || engine.backup(to))
         .await
         .map_err(|e| ApiError::Internal(format!("backup task failed: {e}")))??;
