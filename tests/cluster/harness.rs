@@ -35,6 +35,8 @@ pub struct Node {
     data: PathBuf,
     log: PathBuf,
     peers: String,
+    /// `--join`: waits to be added instead of forming a cluster.
+    join: bool,
     child: Option<Child>,
     paused: bool,
 }
@@ -118,6 +120,7 @@ impl Cluster {
             data: root.join(format!("node{id}")),
             log: root.join(format!("node{id}.log")),
             peers: peers.to_string(),
+            join: false,
             child: None,
             paused: false,
         });
@@ -182,6 +185,9 @@ impl Cluster {
                 .arg(&node.peers)
                 .arg("--quorum-timeout")
                 .arg(format!("{}s", QUORUM_TIMEOUT.as_secs()));
+            if node.join {
+                cmd.arg("--join");
+            }
         }
         cmd.args(&args)
             .env_remove("PORT")
@@ -362,9 +368,9 @@ impl Cluster {
         self.nodes[i].paused = false;
     }
 
-    /// Starts a new, empty node with the next id, to be added with
-    /// `POST /cluster/members`; its `--peers` names the current members and
-    /// itself. Returns its id.
+    /// Starts a new, empty node with the next id and `--join`, to be added
+    /// with `POST /cluster/members`; its `--peers` names the current members
+    /// and itself. Returns its id.
     pub fn spawn_joiner(&mut self) -> u64 {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
         let port = free_port();
@@ -372,6 +378,7 @@ impl Cluster {
         members.push((id, port));
         self.push_node(id, port, &peers_of(&members));
         let i = self.nodes.len() - 1;
+        self.nodes[i].join = true;
         self.spawn(i);
         self.wait_healthy(id);
         id
