@@ -14,6 +14,7 @@ fn record(s: &Server, deletes: bool) -> Vec<Op> {
     let plan = Plan {
         clients: 6,
         keys: 3,
+        prefix: "lin".into(),
         timeout: Duration::from_secs(10),
         seed: 1,
         read_query: String::new(),

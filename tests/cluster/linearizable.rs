@@ -23,6 +23,7 @@ fn histories_under_leader_kills_and_pauses_are_linearizable() {
         let plan = Plan {
             clients: 6,
             keys: 4,
+            prefix: format!("lin{run}-"),
             timeout: Duration::from_secs(8),
             seed: 1000 + run,
             read_query: String::new(),

@@ -89,6 +89,7 @@ fn recorder_history_across_a_single_server_crash_is_linearizable() {
     let plan = Plan {
         clients: 6,
         keys: 3,
+        prefix: "lin".into(),
         timeout: Duration::from_secs(5),
         seed: 7,
         read_query: String::new(),

@@ -30,8 +30,11 @@ use crate::support::try_request_within;
 pub struct Plan {
     /// Concurrent client threads.
     pub clients: usize,
-    /// Keys `lin0`, `lin1`, …: few, so ops on one key overlap a lot.
+    /// Keys `{prefix}0`, `{prefix}1`, …: few, so ops on one key overlap a lot.
     pub keys: usize,
+    /// Names the keys; the checker assumes they start absent, so each
+    /// recording against the same store needs its own.
+    pub prefix: String,
     /// Each request waits at most this long for its answer.
     pub timeout: Duration,
     /// Seed of the op and node choices.
@@ -135,7 +138,7 @@ fn client(
     let base = (c as u64 + 1) << 40;
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let key = format!("lin{}", rng.below(plan.keys as u64));
+        let key = format!("{}{}", plan.prefix, rng.below(plan.keys as u64));
         let port = ports[usize::try_from(rng.below(ports.len() as u64)).unwrap()];
         let call = match rng.below(if plan.deletes { 20 } else { 17 }) {
             0..=7 => {
