@@ -37,7 +37,7 @@ fn node_added_under_load_catches_up_serves_and_can_be_removed() {
     let load = Load::start(
         &c.ports(&c.ids()),
         Shape {
-            prefix: "",
+            prefix: "m-",
             keys_per_thread: Some(50),
             timeout: Duration::from_secs(10),
         },
@@ -74,6 +74,13 @@ fn node_added_under_load_catches_up_serves_and_can_be_removed() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = c.must(1, "GET", "/kv/from-new", None);
     assert_eq!(r.json()["value"], "hi");
+    // It caught up by snapshot: the log it needed was purged already.
+    let stats = c.must(new, "GET", "/stats", None).json();
+    assert!(
+        stats["raft"]["snapshots_installed"].as_u64().is_some_and(|n| n >= 1),
+        "{}",
+        stats["raft"]
+    );
     let info = c.info(new).unwrap();
     assert_eq!(info["node_id"].as_u64(), Some(new));
     let nodes = info["nodes"].as_array().unwrap();
