@@ -77,7 +77,9 @@ fn node_added_under_load_catches_up_serves_and_can_be_removed() {
     // It caught up by snapshot: the log it needed was purged already.
     let stats = c.must(new, "GET", "/stats", None).json();
     assert!(
-        stats["raft"]["snapshots_installed"].as_u64().is_some_and(|n| n >= 1),
+        stats["raft"]["snapshots_installed"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
         "{}",
         stats["raft"]
     );
