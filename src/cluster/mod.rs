@@ -361,8 +361,9 @@ impl ClusterNode {
                     .collect()
             })
             .unwrap_or_default();
-        let commit = self.committed.load(Ordering::Relaxed);
         let applied = self.applied.load(Ordering::Relaxed);
+        // An installed snapshot commits without a save_committed call.
+        let commit = self.committed.load(Ordering::Relaxed).max(applied);
         Figures {
             node_id: self.id,
             term: m.current_term,

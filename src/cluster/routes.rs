@@ -183,7 +183,11 @@ fn view(node: &ClusterNode) -> ClusterView {
         leader,
         term: m.current_term,
         members: voters.into_iter().collect(),
-        commit_index: node.committed.load(Ordering::Relaxed),
+        // An installed snapshot commits without a save_committed call.
+        commit_index: node
+            .committed
+            .load(Ordering::Relaxed)
+            .max(node.applied.load(Ordering::Relaxed)),
         applied_index: node.applied.load(Ordering::Relaxed),
         nodes,
     }

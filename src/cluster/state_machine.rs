@@ -42,7 +42,7 @@ pub const MEMBERSHIP: &[u8] = b"\xFFmembership";
 const REQUEST: &[u8] = b"\xFFr";
 const SLOT: &[u8] = b"\xFFs";
 /// Log entries a request id is remembered for.
-pub const RING: u64 = 4096;
+pub const RING: u64 = 1024;
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 

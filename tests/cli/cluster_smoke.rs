@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use crate::support::{BIN, Server, free_port, request, try_request};
 
 fn start_node(dir: &Path, id: u64, port: u16, peers: &str) -> Server {
+    start_node_with(dir, id, port, peers, &[])
+}
+
+fn start_node_with(dir: &Path, id: u64, port: u16, peers: &str, extra: &[&str]) -> Server {
     let log = dir.with_extension(format!("{port}.log"));
     let out = std::fs::File::create(&log).unwrap();
     let child = Command::new(BIN)
@@ -17,6 +21,7 @@ fn start_node(dir: &Path, id: u64, port: u16, peers: &str) -> Server {
         .arg("--data-dir")
         .arg(dir)
         .args(["--peers", peers, "--quorum-timeout", "1s"])
+        .args(extra)
         .env_remove("PORT")
         .env_remove("KVSTORE_AUTH_TOKEN")
         .env_remove("KVSTORE_NODE_ID")
@@ -186,4 +191,80 @@ fn a_single_node_has_no_cluster_routes() {
     s.req("GET", "/cluster", None).assert_error(404);
     s.req("POST", "/raft/vote", Some("{}")).assert_error(404);
     s.stop();
+}
+
+#[test]
+fn a_joining_node_is_caught_up_by_snapshot_then_removed_with_auth_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let peers = (0..3)
+        .map(|i| format!("{}=127.0.0.1:{}", i + 1, ports[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let extra = ["--auth-token", "s3cret", "--snapshot-logs", "10"];
+    let auth = [("Authorization", "Bearer s3cret")];
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|i| {
+            let dir = tmp.path().join(format!("n{}", i + 1));
+            start_node_with(&dir, i as u64 + 1, ports[i], &peers, &extra)
+        })
+        .collect();
+    let leader_of_auth = |port: u16| {
+        let r = try_request(port, "GET", "/cluster", None, &auth).ok()?;
+        (r.status == 200)
+            .then(|| r.json()["leader"].as_u64())
+            .flatten()
+    };
+    eventually("a leader all three know", || {
+        let seen: Vec<Option<u64>> = ports[..3].iter().map(|p| leader_of_auth(*p)).collect();
+        seen[0].filter(|l| seen.iter().all(|s| *s == Some(*l)))
+    });
+    request(ports[0], "GET", "/cluster", None, &[]).assert_error(401);
+    for k in 0..40 {
+        let r = request(
+            ports[k % 3],
+            "PUT",
+            &format!("/kv/k{k}"),
+            Some(r#"{"value":1}"#),
+            &auth,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // The log behind the leader's snapshot is purged: the new node can only
+    // be caught up by a snapshot.
+    let joiner_peers = format!("4=127.0.0.1:{}", ports[3]);
+    let joiner = start_node_with(
+        &tmp.path().join("n4"),
+        4,
+        ports[3],
+        &joiner_peers,
+        &[&extra[..], &["--join"]].concat(),
+    );
+    let body = format!(r#"{{"id":4,"addr":"127.0.0.1:{}"}}"#, ports[3]);
+    let added = request(ports[1], "POST", "/cluster/members", Some(&body), &auth);
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(added.json()["members"], serde_json::json!([1, 2, 3, 4]));
+    let stats = eventually("the new node to have all the data", || {
+        let stats = request(ports[3], "GET", "/stats", None, &auth).json();
+        (stats["keys"] == 40).then_some(stats)
+    });
+    let r = request(ports[3], "GET", "/kv/k0?consistency=local", None, &auth);
+    assert_eq!(r.body, r#"{"key":"k0","value":1}"#);
+    assert!(
+        stats["raft"]["snapshots_installed"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    // A write through the new node, then its removal.
+    let w = request(ports[3], "PUT", "/kv/new", Some(r#"{"value":2}"#), &auth);
+    assert_eq!(w.status, 200, "{}", w.body);
+    let removed = request(ports[0], "DELETE", "/cluster/members/4", None, &auth);
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(removed.json()["members"], serde_json::json!([1, 2, 3]));
+    request(ports[0], "DELETE", "/cluster/members/9", None, &auth).assert_error(404);
+    let got = request(ports[2], "GET", "/kv/new", None, &auth);
+    assert_eq!(got.body, r#"{"key":"new","value":2}"#);
+    nodes.push(joiner);
+    for n in nodes {
+        n.stop();
+    }
 }
