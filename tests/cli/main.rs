@@ -5,6 +5,8 @@
 mod api_errors;
 mod auth;
 mod backup;
+#[path = "../lincheck/checker.rs"]
+mod checker;
 mod client;
 mod cluster_smoke;
 mod config;
@@ -13,8 +15,11 @@ mod group_commit;
 mod hostile;
 mod legacy;
 mod lifecycle;
+mod linearizable;
 mod offline;
 mod progress;
+#[path = "../lincheck/recorder.rs"]
+mod recorder;
 mod shell;
 mod shell_pty;
 mod startup;

@@ -175,6 +175,20 @@ pub fn try_request(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Resp> {
+    try_request_within(port, method, path, body, headers, Duration::from_secs(10))
+}
+
+/// [`try_request`] that gives up after `limit` of silence from the server
+/// (connecting, sending, or waiting for the answer), so a client of a paused
+/// process (SIGSTOP: the kernel still accepts its connections) is not stuck.
+pub fn try_request_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    limit: Duration,
+) -> std::io::Result<Resp> {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -191,14 +205,21 @@ pub fn try_request(
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body.unwrap_or("").as_bytes());
-    exchange(port, &bytes)
+    exchange_within(port, &bytes, limit)
 }
 
 /// Sends `request` exactly as given on a new connection (it should say
 /// `Connection: close`) and parses the response.
 pub fn exchange(port: u16, request: &[u8]) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange_within(port, request, Duration::from_secs(10))
+}
+
+/// [`exchange`] with `limit` on connecting and on each read and write.
+pub fn exchange_within(port: u16, request: &[u8], limit: Duration) -> std::io::Result<Resp> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, limit)?;
+    s.set_read_timeout(Some(limit))?;
+    s.set_write_timeout(Some(limit))?;
     s.write_all(request)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
