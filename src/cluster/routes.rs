@@ -431,10 +431,34 @@ pub async fn gate(
     let id = given_id.unwrap_or_else(|| new_request_id(node.id));
     let (http, payload) = req.into_parts();
     let res = match relay(&node, &http, payload, leader, &id, hops).await {
-        Ok(res) => res,
+        Ok(Relayed::Answer(res)) => res,
+        Ok(Relayed::Here(body)) => {
+            // This node became the leader meanwhile: serve the request here.
+            let req = ServiceRequest::from_parts(http, Payload::from(body));
+            if read {
+                if let Err(e) = node.read_barrier().await {
+                    let e = ApiError::NoQuorum(format!(
+                        "leadership not confirmed by a majority within {:?}{}",
+                        node.quorum_timeout,
+                        e.map_or(String::new(), |l| format!(" (leader now {l})"))
+                    ));
+                    return refuse(req, e);
+                }
+                return pass(req, next, None).await;
+            }
+            return pass(req, next, Some(id)).await;
+        }
         Err(e) => e.error_response(),
     };
     Ok(ServiceResponse::new(http, res))
+}
+
+/// What [`relay`] ended with.
+enum Relayed {
+    /// The leader's answer, to relay.
+    Answer(HttpResponse),
+    /// This node is the leader now: the body read, to serve here.
+    Here(actix_web::web::Bytes),
 }
 
 /// Reads the body, then forwards it to `leader`; when the leader cannot be
@@ -448,7 +472,7 @@ async fn relay(
     mut leader: NodeId,
     id: &str,
     hops: u32,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Relayed, ApiError> {
     let state = http
         .app_data::<Data<AppState>>()
         .cloned()
@@ -476,18 +500,14 @@ async fn relay(
                 .await;
                 match next {
                     Ok(Ok(m)) => match m.current_leader {
-                        Some(l) if l == node.id => {
-                            return Err(ApiError::NoQuorum(format!(
-                                "{e}; this node became the leader: retry"
-                            )));
-                        }
+                        Some(l) if l == node.id => return Ok(Relayed::Here(body)),
                         Some(l) => leader = l,
                         None => return Err(ApiError::NoQuorum(e)),
                     },
                     _ => return Err(ApiError::NoQuorum(e)),
                 }
             }
-            Ok(res) => return Ok(res),
+            Ok(res) => return Ok(Relayed::Answer(res)),
         }
     }
 }
@@ -523,7 +543,7 @@ async fn forward(
     let mut builder = node
         .client
         .request(method, format!("http://{addr}{target}"))
-        .timeout(node.quorum_timeout + Duration::from_secs(2))
+        .timeout(node.quorum_timeout + Duration::from_secs(1))
         .header(REQUEST_ID_HEADER, id)
         .header(HOPS_HEADER, (hops + 1).to_string())
         .body(body.to_vec());
