@@ -122,6 +122,9 @@ impl Shared {
                 }
             };
             if let Some((memtable, r)) = writeback {
+                if let (Ok(start), Ok(end)) = (usize::try_from(r.start), usize::try_from(r.end)) {
+                    memtable.unmap_pages(start..end, true);
+                }
                 // Skipped if a sync holds the file: that sync writes them anyway.
                 memtable.try_with_file(|f| f.start_sync(r.start, r.end - r.start));
             }

@@ -161,6 +161,9 @@ impl Shared {
         let id = m.id();
         let fs = &*self.opts.fs;
         let path = dir::segment_path(&self.dir, id);
+        // No writer stores here again: the fsync need not write-protect (and
+        // shoot down the TLB entry of) each page still mapped.
+        m.unmap_pages(0..usize::MAX, false);
         self.sync_memtable(m)?;
         let len = m.len() as u64;
         let cut = m.with_file(|f| {
