@@ -5,9 +5,9 @@
 //! ~20 key comparisons down the tree, most of them cache misses):
 //! - `slots`: one 32-byte slot per key (key inline up to 16 bytes, location),
 //!   named by a `u32` id;
-//! - hash tables of slot ids (`hashbrown::HashTable<u32>` in 64 shards, foldhash
-//!   of the key bytes): `get`, `insert` of a present key and `remove` find the slot in
-//!   about one probe;
+//! - hash tables of slot ids with 32-bit hash tags (`table`, 64 shards, foldhash
+//!   of the key bytes): `get`, `insert` of a present key and `remove` read one
+//!   line of the table and then the slot;
 //! - `order`: the slot ids in key order, in blocks, for scans, listings and
 //!   resumable ranges (O(log n) seek, then sequential).
 //!
@@ -24,19 +24,21 @@
 
 mod order;
 mod slots;
+mod table;
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
 
-use hashbrown::{HashMap, HashTable};
+use hashbrown::HashMap;
 
 use super::SegmentId;
 use super::format::record;
 pub use super::key::{Key, KeySlice};
 use order::{Order, Pos};
 use slots::{HAS_EXPIRY, Probe, SEGMENT_LIMIT, Slots, WIDE_SEGMENT};
+use table::Shard;
 
 /// Where the newest record of a key lives and when it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +71,16 @@ type SideMap = HashMap<u32, u64, foldhash::fast::FixedState>;
 /// [`SHARD_SHIFT`] up pick one.
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
-/// hashbrown takes a bucket's position from the hash's low bits and the tag
-/// its probes compare first from the top 7. The shard bits must be neither:
-/// taken from the top (as they once were), they left every key of a shard with
-/// one of two tags, so half the tags of each probed group matched and most
-/// lookups read several slots' keys (cache misses) before finding the right
-/// one or none. Bits 40..46 are clear of both for any table below 2^40
-/// buckets.
+/// A shard's table takes a key's tag (and, from the tag, its position) from
+/// the hash's low 32 bits; the shard bits must be clear of them, or every key
+/// of a shard would share tag bits and land in one part of its table.
 const SHARD_SHIFT: u32 = 40;
+
+/// The tag a shard's table files a key under: the hash's low 32 bits.
+#[allow(clippy::cast_possible_truncation, reason = "the low half, on purpose")]
+fn tag(h: u64) -> u32 {
+    h as u32
+}
 
 /// The point index, in [`SHARDS`] hash tables chosen by middle bits of the
 /// hash (see [`SHARD_SHIFT`]). A table
@@ -88,7 +92,7 @@ const SHARD_SHIFT: u32 = 40;
 #[derive(Debug, Default)]
 struct Table {
     /// Empty until the first insert, then [`SHARDS`] long.
-    shards: Vec<HashTable<u32>>,
+    shards: Vec<Shard>,
 }
 
 fn shard_of(h: u64) -> usize {
@@ -96,13 +100,13 @@ fn shard_of(h: u64) -> usize {
 }
 
 impl Table {
-    fn shard(&self, h: u64) -> Option<&HashTable<u32>> {
+    fn shard(&self, h: u64) -> Option<&Shard> {
         self.shards.get(shard_of(h))
     }
 
-    fn shard_mut(&mut self, h: u64) -> &mut HashTable<u32> {
+    fn shard_mut(&mut self, h: u64) -> &mut Shard {
         if self.shards.len() != SHARDS {
-            self.shards = (0..SHARDS).map(|_| HashTable::new()).collect();
+            self.shards = (0..SHARDS).map(|_| Shard::default()).collect();
         }
         &mut self.shards[shard_of(h)]
     }
@@ -110,9 +114,9 @@ impl Table {
     fn allocation_size(&self) -> usize {
         self.shards
             .iter()
-            .map(HashTable::allocation_size)
+            .map(Shard::allocation_size)
             .sum::<usize>()
-            + self.shards.capacity() * std::mem::size_of::<HashTable<u32>>()
+            + self.shards.capacity() * std::mem::size_of::<Shard>()
     }
 }
 
@@ -226,24 +230,24 @@ impl Builder {
     }
 }
 
-/// Bits of a shard's bucket position whose order the bulk build follows (see
-/// [`build_table`]): with the shard bits, 1024 groups.
+/// Top bits of a key's tag (so of its position in its shard's table, which
+/// follows the tag) whose order the bulk build follows (see [`build_table`]):
+/// with the shard bits, 1024 groups.
 const GROUP_BITS: u32 = 4;
 
 /// The point index of the `n` ids in `order`, every shard at its final size.
 ///
 /// Inserting in key order would write all over several MiB of tables, one
-/// cache miss or two per key: that was most of open's time. hashbrown puts a
-/// hash at bucket `hash & mask`, so the ids are first grouped (one counting
-/// pass) by shard and the top [`GROUP_BITS`] of that position; each group's
-/// inserts then land in one 1/1024th of the index, which stays in cache.
+/// cache miss or two per key: that was most of open's time. A key's position
+/// in its shard follows its tag, so the ids are first grouped (one counting
+/// pass) by shard and the top [`GROUP_BITS`] of the tag; each group's inserts
+/// then land in one 1/1024th of the index, which stays in cache.
 fn build_table(
     slots: &Slots,
     hasher: &foldhash::fast::RandomState,
     order: &Order,
     n: usize,
 ) -> Table {
-    let rehash = |&id: &u32| hash_key(hasher, slots.key(id));
     // Sized up front: collecting from the order's iterator (no exact size)
     // would copy the vector at every doubling.
     let mut hashed: Vec<(u64, u32)> = Vec::with_capacity(n);
@@ -256,20 +260,7 @@ fn build_table(
     for &(h, _) in &hashed {
         per_shard[shard_of(h)] += 1;
     }
-    // Each shard's (mask, shift) for hashbrown's bucket count at its size;
-    // were that count different, only speed would suffer.
-    let place: Vec<(u64, u32)> = per_shard
-        .iter()
-        .map(|&n| {
-            let buckets = (n.saturating_mul(8) / 7).max(16).next_power_of_two();
-            let bits = buckets.trailing_zeros();
-            ((buckets - 1) as u64, bits.saturating_sub(GROUP_BITS))
-        })
-        .collect();
-    let group = |h: u64| {
-        let (mask, shift) = place[shard_of(h)];
-        (shard_of(h) << GROUP_BITS) | usize::try_from((h & mask) >> shift).unwrap_or(0)
-    };
+    let group = |h: u64| (shard_of(h) << GROUP_BITS) | (tag(h) >> (32 - GROUP_BITS)) as usize;
     let mut starts = vec![0usize; (SHARDS << GROUP_BITS) + 1];
     for &(h, _) in &hashed {
         starts[group(h) + 1] += 1;
@@ -285,13 +276,10 @@ fn build_table(
     }
     drop(hashed);
     let mut table = Table {
-        shards: per_shard
-            .iter()
-            .map(|&n| HashTable::with_capacity(n))
-            .collect(),
+        shards: per_shard.iter().map(|&n| Shard::with_capacity(n)).collect(),
     };
     for (h, id) in grouped {
-        table.shard_mut(h).insert_unique(h, id, rehash);
+        table.shard_mut(h).insert(tag(h), id);
     }
     table
 }
@@ -327,8 +315,7 @@ impl Keydir {
         let h = self.hash(key);
         self.table
             .shard(h)?
-            .find(h, |&id| self.slots.matches(id, &probe))
-            .copied()
+            .find(tag(h), |id| self.slots.matches(id, &probe))
     }
 
     fn entry_of(&self, id: u32) -> Entry {
@@ -409,8 +396,8 @@ impl Keydir {
         let present = self
             .table
             .shard(h)
-            .and_then(|t| t.find(h, |&id| self.slots.matches(id, &probe)));
-        if let Some(&id) = present {
+            .and_then(|t| t.find(tag(h), |id| self.slots.matches(id, &probe)));
+        if let Some(id) = present {
             let old = self.entry_of(id);
             self.sub_totals(key, &old);
             self.add_totals(key, &e);
@@ -422,10 +409,7 @@ impl Keydir {
         self.write_entry(id, 0, &e);
         let (pos, _) = self.order.seek(&self.slots, key);
         self.order.insert(&self.slots, pos, id);
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.table
-            .shard_mut(h)
-            .insert_unique(h, id, |&id| hash_key(hasher, slots.key(id)));
+        self.table.shard_mut(h).insert(tag(h), id);
         None
     }
 
@@ -433,12 +417,11 @@ impl Keydir {
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let h = self.hash(key);
         let probe = Probe::new(key);
-        let found = self
+        let slots = &self.slots;
+        let id = self
             .table
             .shard_mut(h)
-            .find_entry(h, |&id| self.slots.matches(id, &probe))
-            .ok()?;
-        let (id, _) = found.remove();
+            .remove(tag(h), |id| slots.matches(id, &probe))?;
         Some(self.forget(id, key))
     }
 
@@ -479,9 +462,7 @@ impl Keydir {
             }
             let key = Key::from_slice(self.slots.key(id));
             let h = self.hash(&key);
-            if let Ok(found) = self.table.shard_mut(h).find_entry(h, |&x| x == id) {
-                found.remove();
-            }
+            self.table.shard_mut(h).remove(tag(h), |x| x == id);
             // Takes (exp, id) out of `expiring`.
             self.forget(id, &key);
             n += 1;
@@ -749,19 +730,19 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_one_shard_spread_over_hashbrowns_tags() {
-        // hashbrown's probes compare the hash's top 7 bits first: if the shard
-        // choice fixed some of them, most probes would read slots in vain.
+    fn keys_of_one_shard_spread_over_its_table() {
+        // A key's position in its shard follows its tag: if the shard choice
+        // fixed some tag bits, a shard's keys would crowd one part of its table.
         let kd = Keydir::default();
-        let mut tags = vec![std::collections::HashSet::new(); SHARDS];
+        let mut homes = vec![std::collections::HashSet::new(); SHARDS];
         for i in 0..20_000u32 {
             let h = kd.hash(format!("key{i:013}").as_bytes());
-            tags[shard_of(h)].insert(h >> 57);
+            homes[shard_of(h)].insert(tag(h) >> 25);
         }
-        for (shard, seen) in tags.iter().enumerate() {
+        for (shard, seen) in homes.iter().enumerate() {
             assert!(
                 seen.len() > 100,
-                "shard {shard}: {} of 128 tags",
+                "shard {shard}: {} of 128 parts",
                 seen.len()
             );
         }
