@@ -30,23 +30,40 @@ pub(super) struct Pos {
     pub at: usize,
 }
 
-/// Byte order, settled by the leading words when they differ.
-fn cmp_keys(a_words: (u64, u64), a: &[u8], b_words: (u64, u64), b: &[u8]) -> Ordering {
-    a_words.cmp(&b_words).then_with(|| a.cmp(b))
-}
-
 impl Order {
     /// The first position whose key is not below `key`, and whether it is `key`.
     pub fn seek(&self, slots: &Slots, key: &[u8]) -> (Pos, bool) {
         let w = words(key);
+        // A key above the last one (a load in key order) goes at the end:
+        // one slot read instead of a search.
+        if let Some(last) = self.blocks.last()
+            && let Some(&id) = last.last()
+            && slots.key(id) < key
+        {
+            return (
+                Pos {
+                    block: self.blocks.len() - 1,
+                    at: last.len(),
+                },
+                false,
+            );
+        }
         // Blocks whose first key is at most `key`.
         let (mut lo, mut hi) = (0, self.blocks.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let first = self.blocks[mid]
-                .first()
-                .map_or(&[][..], |&id| slots.key(id));
-            if cmp_keys(self.fences[mid], first, w, key) == Ordering::Greater {
+            // The fences (in cache) settle the step unless the leading words
+            // tie; only then is the block's first slot read.
+            let greater = match self.fences[mid].cmp(&w) {
+                Ordering::Equal => {
+                    let first = self.blocks[mid]
+                        .first()
+                        .map_or(&[][..], |&id| slots.key(id));
+                    first > key
+                }
+                o => o == Ordering::Greater,
+            };
+            if greater {
                 hi = mid;
             } else {
                 lo = mid + 1;
@@ -68,6 +85,11 @@ impl Order {
             return;
         }
         let Pos { mut block, mut at } = pos;
+        if block + 1 == self.blocks.len() && at == self.blocks[block].len() {
+            // Appending (a load in key order): full blocks, not halves.
+            self.push_back(slots, id);
+            return;
+        }
         if self.blocks[block].len() >= BLOCK {
             let right = self.blocks[block].split_off(BLOCK / 2);
             let fence = right.first().map_or((0, 0), |&id| words(slots.key(id)));
