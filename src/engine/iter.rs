@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::error::Result;
+use super::key::{cmp_keys, same_key};
 use super::keydir::{Entry, Key, KeySlice};
 use super::segment::{SegmentRef, record_at};
 
@@ -82,7 +83,6 @@ pub struct Iter {
     /// Where the next chunk starts.
     from: Bound<Key>,
     to: Bound<Vec<u8>>,
-    prefix: Option<Vec<u8>>,
     ready: VecDeque<Result<KvPair>>,
     done: bool,
 }
@@ -102,7 +102,8 @@ pub(crate) fn bounds<K: AsRef<[u8]>>(range: impl RangeBounds<K>) -> (Bound<Key>,
     (from, to)
 }
 
-/// The bounds of every key starting with `prefix`.
+/// The bounds of every key starting with `prefix`: exactly those keys, so
+/// the iterator need not check the prefix of each.
 pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Key>, Bound<Vec<u8>>) {
     let from = Bound::Included(Key::from_slice(prefix));
     // The first key past the prefix: drop trailing 0xff bytes, bump the last.
@@ -121,16 +122,11 @@ pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Key>, Bound<Vec<u8>>) {
 }
 
 impl Iter {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        (from, to): (Bound<Key>, Bound<Vec<u8>>),
-        prefix: Option<Vec<u8>>,
-    ) -> Iter {
+    pub(crate) fn new(shared: Arc<Shared>, (from, to): (Bound<Key>, Bound<Vec<u8>>)) -> Iter {
         Iter {
             shared,
             from,
             to,
-            prefix,
             ready: VecDeque::new(),
             done: false,
         }
@@ -138,8 +134,8 @@ impl Iter {
 
     fn before_end(&self, key: &[u8]) -> bool {
         match &self.to {
-            Bound::Included(k) => key <= k.as_slice(),
-            Bound::Excluded(k) => key < k.as_slice(),
+            Bound::Included(k) => cmp_keys(key, k).is_le(),
+            Bound::Excluded(k) => cmp_keys(key, k).is_lt(),
             Bound::Unbounded => true,
         }
     }
@@ -208,7 +204,7 @@ impl Iter {
         }
         drop(set);
         for key in again {
-            if let Some(value) = self.shared.read(&key, now).transpose() {
+            if let Some(value) = self.shared.read(&key, Some(now)).transpose() {
                 self.ready.push_back(value.map(|value| {
                     KvPair(Pair::Owned {
                         key: key.to_vec(),
@@ -225,7 +221,7 @@ impl Iter {
 fn pair(segment: &SegmentRef, key: &[u8], e: &Entry) -> Result<KvPair> {
     let bytes = bytes_of(segment);
     let rec = record_at(e.segment, bytes, e.offset)?;
-    if rec.key != key {
+    if !same_key(rec.key, key) {
         return Err(super::segment::corrupt(
             e.segment,
             e.offset,
@@ -251,13 +247,6 @@ impl Iterator for Iter {
     fn next(&mut self) -> Option<Result<KvPair>> {
         loop {
             if let Some(item) = self.ready.pop_front() {
-                if let (Ok(p), Some(prefix)) = (&item, &self.prefix)
-                    && !p.key().starts_with(prefix)
-                {
-                    self.ready.clear();
-                    self.done = true;
-                    return None;
-                }
                 return Some(item);
             }
             if self.done {
@@ -267,6 +256,40 @@ impl Iterator for Iter {
                 self.done = true;
                 return Some(Err(e));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn within(key: &[u8], (from, to): &(Bound<Key>, Bound<Vec<u8>>)) -> bool {
+        let above = match from {
+            Bound::Included(k) => key >= &k[..],
+            Bound::Excluded(k) => key > &k[..],
+            Bound::Unbounded => true,
+        };
+        let below = match to {
+            Bound::Included(k) => key <= k.as_slice(),
+            Bound::Excluded(k) => key < k.as_slice(),
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+
+    proptest! {
+        // The iterator relies on this: it checks no key's prefix itself.
+        #[test]
+        fn prefix_bounds_hold_exactly_the_keys_with_the_prefix(
+            prefix in proptest::collection::vec(prop_oneof![Just(0u8), Just(0xffu8), any::<u8>()], 0..4),
+            tail in proptest::collection::vec(prop_oneof![Just(0u8), Just(0xffu8), any::<u8>()], 0..6),
+            under_prefix in any::<bool>(),
+        ) {
+            let key = if under_prefix { [&prefix[..], &tail[..]].concat() } else { tail };
+            let bounds = prefix_bounds(&prefix);
+            prop_assert_eq!(within(&key, &bounds), key.starts_with(&prefix));
         }
     }
 }

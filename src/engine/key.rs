@@ -78,6 +78,22 @@ pub(crate) fn cmp_past_words(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
+/// Byte order of two keys, by their words first (no memcmp for keys of at
+/// most 16 bytes).
+pub(crate) fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {
+    words(a).cmp(&words(b)).then_with(|| cmp_past_words(a, b))
+}
+
+/// Whether two keys are equal, by their words for keys of at most 16 bytes.
+pub(crate) fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && if a.len() <= 16 {
+            words(a) == words(b)
+        } else {
+            a == b
+        }
+}
+
 impl Ord for KeySlice {
     fn cmp(&self, other: &KeySlice) -> Ordering {
         // Two words cover a 16-byte key whole, including keys that share an

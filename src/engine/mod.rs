@@ -243,7 +243,7 @@ impl Engine {
     /// The value of `key`, or `None` when absent, deleted or expired.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.shared.check_open()?;
-        self.shared.read(key, self.shared.opts.clock.now_ms())
+        self.shared.read(key, None)
     }
 
     /// Sets `key` to `value` with no expiry; says whether a live value existed.
@@ -384,16 +384,12 @@ impl Engine {
 
     /// Every live key in `range` with its value, in key order (see [`Iter`]).
     pub fn range<K: AsRef<[u8]>>(&self, range: impl std::ops::RangeBounds<K>) -> Iter {
-        Iter::new(Arc::clone(&self.shared), iter::bounds(range), None)
+        Iter::new(Arc::clone(&self.shared), iter::bounds(range))
     }
 
     /// Every live key starting with `prefix` with its value, in key order.
     pub fn prefix(&self, prefix: &[u8]) -> Iter {
-        Iter::new(
-            Arc::clone(&self.shared),
-            iter::prefix_bounds(prefix),
-            Some(prefix.to_vec()),
-        )
+        Iter::new(Arc::clone(&self.shared), iter::prefix_bounds(prefix))
     }
 
     /// The store's figures, in O(1) (expired keys due for a sweep are swept first,

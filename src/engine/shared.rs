@@ -95,13 +95,16 @@ impl Shared {
             .map_err(|_| self.poisoned("the segment set"))
     }
 
-    pub(crate) fn read(&self, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
+    /// The live value of `key` at `now` (read from the clock when `None`, and
+    /// then only for an entry that has an expiry: a clock read was 2 % of a
+    /// get's time).
+    pub(crate) fn read(&self, key: &[u8], now: Option<u64>) -> Result<Option<Vec<u8>>> {
         // A lookup can race with compaction retiring the segment it found;
         // the keydir then already points at the new copy, so look again.
         for _ in 0..READ_ATTEMPTS {
             let entry = self.keydir_read()?.get(key);
             let Some(e) = entry else { return Ok(None) };
-            if e.is_expired(now) {
+            if e.expiry != 0 && e.is_expired(now.unwrap_or_else(|| self.opts.clock.now_ms())) {
                 return Ok(None);
             }
             let seg = self.segments_read()?.get(e.segment);

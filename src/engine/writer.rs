@@ -273,6 +273,12 @@ impl Shared {
                 return Some(Ok(Prior::Absent));
             }
         }
+        if kind == RecordKind::Put
+            && let Ok(kd) = self.keydir_read()
+        {
+            // The publish's lookup then finds its line loaded (or on its way).
+            kd.prefetch(key);
+        }
         let mut buf = std::mem::take(&mut w.scratch);
         buf.clear();
         record::encode(&mut buf, kind, expiry, key, value);
@@ -494,7 +500,7 @@ impl Shared {
             }
         }
         if value {
-            return Ok(match self.read(key, now)? {
+            return Ok(match self.read(key, Some(now))? {
                 Some(v) => Seen::Live(Some(v)),
                 None => Seen::Absent,
             });

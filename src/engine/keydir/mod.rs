@@ -384,6 +384,15 @@ impl Keydir {
         old
     }
 
+    /// Starts loading the table line a lookup of `key` reads, so that a
+    /// writer can encode and copy its record while the cache miss resolves.
+    pub fn prefetch(&self, key: &[u8]) {
+        let h = self.hash(key);
+        if let Some(shard) = self.table.shard(h) {
+            shard.prefetch(tag(h));
+        }
+    }
+
     /// The entry of `key`, expired or not.
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
         self.find(key).map(|id| self.entry_of(id))

@@ -97,6 +97,13 @@ impl Shard {
         self.words.get(i).map(|&w| id_of(w))
     }
 
+    /// Starts loading the line a lookup of `tag` reads first.
+    pub fn prefetch(&self, tag: u32) {
+        if let Some(w) = self.words.get(self.home(tag)) {
+            super::prefetch_line(w);
+        }
+    }
+
     /// Adds `id` under `tag`; the caller knows the key is not in the table.
     pub fn insert(&mut self, tag: u32, id: u32) {
         if self.len + 1 > max_len(self.words.len()) {

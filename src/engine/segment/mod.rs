@@ -85,7 +85,7 @@ impl SegmentSet {
 /// verifying its checksum and key: a damaged record is an error, never wrong data.
 pub fn read_value(segment: SegmentId, bytes: &[u8], offset: u32, key: &[u8]) -> Result<Vec<u8>> {
     let rec = record_at(segment, bytes, offset)?;
-    if rec.key != key || rec.kind != record::RecordKind::Put {
+    if !crate::engine::key::same_key(rec.key, key) || rec.kind != record::RecordKind::Put {
         return Err(corrupt(
             segment,
             offset,
