@@ -11,7 +11,7 @@
 
 use std::cmp::Ordering;
 
-use super::super::key::words;
+use super::super::key::{cmp_keys, same_key, words};
 use super::slots::Slots;
 
 /// Most ids in one block.
@@ -73,8 +73,8 @@ impl Order {
         let Some(ids) = self.blocks.get(block) else {
             return (Pos { block: 0, at: 0 }, false);
         };
-        let at = ids.partition_point(|&id| slots.key(id) < key);
-        let found = ids.get(at).is_some_and(|&id| slots.key(id) == key);
+        let at = ids.partition_point(|&id| cmp_keys(slots.key(id), key).is_lt());
+        let found = ids.get(at).is_some_and(|&id| same_key(slots.key(id), key));
         (Pos { block, at }, found)
     }
 
