@@ -1,6 +1,7 @@
 //! The Raft log in an engine of its own (`<data-dir>/raft/`), opened with
 //! `SyncMode::Always`, so its group commit makes every append durable before
-//! openraft hears of it.
+//! openraft hears of it. Only the committed log id is saved without waiting
+//! for its fsync (see `save_committed`).
 //!
 //! Keys: `L` + the big-endian index for entries (so the engine's key order is
 //! log order), and reserved keys starting with 0xFF for the vote, the
@@ -201,9 +202,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let json = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(io(&e)))?;
         let mut batch = Batch::new();
         batch.put(COMMITTED, &json);
-        self.write(batch)
-            .await
-            .map_err(|e| StorageIOError::write(io(&e)))?;
+        // Queued, not awaited: openraft 0.9 runs this inside its core task
+        // before each apply, so an awaited fsync here stalled every proposal
+        // behind it. The saved value only lets a restarted node re-apply
+        // sooner; it is never needed for safety:
+        // - lost or stale after a crash, the node reads an older value and
+        //   learns the commit index from the leader again; a state machine
+        //   that applied further is fine too (openraft's start-up takes
+        //   `max(committed, last_applied)`);
+        // - never ahead of the log on disk: it names entries whose append was
+        //   durable before openraft could count them committed here, and the
+        //   engine makes batches durable in the order submitted;
+        // - a failed write latches the engine read-only, so the next append or
+        //   vote fails and openraft stops; the task below only logs it.
+        // The queued batch shares the next append's fsync (group commit).
+        let pending = self.engine.submit(batch);
+        tokio::spawn(async move {
+            if let Err(e) = pending.await {
+                tracing::error!("saving the committed log id: {e}");
+            }
+        });
         self.committed_index
             .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
         Ok(())
@@ -233,7 +251,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // One batch per append: the entries of concurrent client writes that
         // openraft gathered share one fsync, and the engine's group commit
         // shares it further with a concurrent vote or commit save. Awaited
-        // here, so the entries are readable (and durable) on return.
+        // here, so the entries are readable (and durable) on return. Handing
+        // the fsync to a task and returning at once would buy nothing on
+        // openraft 0.9: `RaftCore::append_to_log` awaits `callback` as soon
+        // as this returns, before it takes the next proposal.
         match self.write(batch).await {
             Ok(()) => {
                 self.ends().last = last;
