@@ -4,6 +4,7 @@
 //!
 //! - [`types`]: the Raft type configuration, the [`types::Command`] a write
 //!   becomes and the [`types::Reply`] it yields;
+//! - [`group`]: concurrent client batches gathered into one log entry;
 //! - [`log_store`]: the Raft log in a second engine (`<data-dir>/raft/`);
 //! - [`state_machine`]: the data engine (`<data-dir>/state/`), one engine
 //!   batch per entry with the applied log id under a reserved key;
@@ -22,6 +23,7 @@
     reason = "openraft's StorageError is the traits' error type"
 )]
 
+pub mod group;
 pub mod log_store;
 pub mod network;
 pub mod node;
@@ -203,6 +205,17 @@ impl Figures {
     }
 }
 
+/// The answer to a write Raft refused.
+fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ApiError::NoQuorum(format!(
+            "this node is no longer the leader (leader: {}); retry",
+            f.leader_id.map_or("unknown".to_string(), |l| l.to_string())
+        )),
+        e => ApiError::NoQuorum(e.to_string()),
+    }
+}
+
 /// One cluster node as the HTTP server sees it.
 pub struct ClusterNode {
     /// This node's id.
@@ -227,6 +240,8 @@ pub struct ClusterNode {
     pub log_engine: Engine,
     /// Raft event counts.
     pub counters: Arc<Counters>,
+    /// Where plain batches wait to share a log entry.
+    pub grouper: group::Grouper,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -286,20 +301,35 @@ impl ClusterNode {
             ))),
             Ok(Err(e)) => Err(ApiError::Internal(format!("raft task failed: {e}"))),
             Ok(Ok(Ok(resp))) => Ok(resp.data),
-            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => {
-                Err(ApiError::NoQuorum(format!(
-                    "this node is no longer the leader (leader: {}); retry",
-                    f.leader_id.map_or("unknown".to_string(), |l| l.to_string())
-                )))
-            }
-            Ok(Ok(Err(e))) => Err(ApiError::NoQuorum(e.to_string())),
+            Ok(Ok(Err(e))) => Err(write_error(&e)),
         }
     }
 
     /// Applies `batch` through the log; its results as the engine gives them.
+    /// Without a request id the batch may share its entry with concurrent
+    /// ones (see [`group`]).
     pub async fn submit(&self, batch: &Batch) -> Result<Vec<OpResult>, ApiError> {
         let ops = ops_of(batch).map_err(|e| ApiError::Internal(e.to_string()))?;
-        match self.propose(Action::Batch(ops)).await? {
+        let has_id = REQUEST_ID.try_with(Option::is_some).unwrap_or(false);
+        let reply = if has_id {
+            self.propose(Action::Batch(ops)).await?
+        } else {
+            let rx = self
+                .grouper
+                .propose(ops)
+                .ok_or_else(|| ApiError::Internal("raft stopped".into()))?;
+            match tokio::time::timeout(self.quorum_timeout, rx).await {
+                Err(_) => {
+                    return Err(ApiError::NoQuorum(format!(
+                        "the write was not committed by a majority within {:?}",
+                        self.quorum_timeout
+                    )));
+                }
+                Ok(Err(_)) => return Err(ApiError::Internal("raft stopped".into())),
+                Ok(Ok(reply)) => reply?,
+            }
+        };
+        match reply {
             Reply::Results(r) => Ok(r.iter().map(op_result).collect()),
             other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
         }

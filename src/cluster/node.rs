@@ -161,6 +161,10 @@ pub fn start(cfg: ClusterConfig) -> Result<Started, String> {
         }
     })?;
     runtime.spawn(watch_leader(raft.clone(), Arc::clone(&counters)));
+    let grouper = {
+        let _on = runtime.enter();
+        super::group::Grouper::start(raft.clone(), cfg.max_body_bytes)
+    };
     let node = Arc::new(ClusterNode {
         id: cfg.node_id,
         raft,
@@ -173,6 +177,7 @@ pub fn start(cfg: ClusterConfig) -> Result<Started, String> {
         applied,
         log_engine: log,
         counters,
+        grouper,
     });
     Ok(Started {
         node,
