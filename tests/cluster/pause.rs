@@ -80,6 +80,9 @@ fn paused_majority_leaves_no_quorum() {
         // Again each round: the last round's refused DELETE may have landed.
         let r = c.must(alone, "PUT", "/kv/before", Some(r#"{"value": 1}"#));
         assert_eq!(r.status, 200, "{}", r.body);
+        // A follower relays the leader's answer before it has applied the
+        // write itself; the local read below needs it applied here.
+        c.wait_caught_up(&[alone]);
         for &id in &paused {
             c.pause(id);
         }
