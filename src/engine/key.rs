@@ -81,7 +81,12 @@ pub(crate) fn cmp_past_words(a: &[u8], b: &[u8]) -> Ordering {
 /// Byte order of two keys, by their words first (no memcmp for keys of at
 /// most 16 bytes).
 pub(crate) fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {
-    words(a).cmp(&words(b)).then_with(|| cmp_past_words(a, b))
+    // Two words cover a 16-byte key whole, including keys that share an
+    // 8-byte prefix ("session:…"), before any memcmp.
+    leading_word(a)
+        .cmp(&leading_word(b))
+        .then_with(|| second_word(a).cmp(&second_word(b)))
+        .then_with(|| cmp_past_words(a, b))
 }
 
 /// Whether two keys are equal, by their words for keys of at most 16 bytes.
@@ -96,12 +101,7 @@ pub(crate) fn same_key(a: &[u8], b: &[u8]) -> bool {
 
 impl Ord for KeySlice {
     fn cmp(&self, other: &KeySlice) -> Ordering {
-        // Two words cover a 16-byte key whole, including keys that share an
-        // 8-byte prefix ("session:…"), before any memcmp.
-        leading_word(&self.0)
-            .cmp(&leading_word(&other.0))
-            .then_with(|| second_word(&self.0).cmp(&second_word(&other.0)))
-            .then_with(|| cmp_past_words(&self.0, &other.0))
+        cmp_keys(&self.0, &other.0)
     }
 }
 

@@ -38,7 +38,7 @@ impl Order {
         // one slot read instead of a search.
         if let Some(last) = self.blocks.last()
             && let Some(&id) = last.last()
-            && slots.key(id) < key
+            && cmp_keys(slots.key(id), key).is_lt()
         {
             return (
                 Pos {
@@ -59,7 +59,7 @@ impl Order {
                     let first = self.blocks[mid]
                         .first()
                         .map_or(&[][..], |&id| slots.key(id));
-                    first > key
+                    cmp_keys(first, key).is_gt()
                 }
                 o => o == Ordering::Greater,
             };
