@@ -82,13 +82,12 @@ fn tag(h: u64) -> u32 {
     h as u32
 }
 
-/// The point index, in [`SHARDS`] hash tables chosen by middle bits of the
-/// hash (see [`SHARD_SHIFT`]). A table
-/// grows by rehashing all it holds at once, each rehash reading a slot's key:
-/// one table of millions of keys would stall every reader and writer behind
-/// the keydir lock for tens of milliseconds at each doubling; a shard holds
-/// 1/64th of the keys, so a doubling costs 1/64th of that. Shards also grow
-/// at different moments, which evens out the unused capacity.
+/// The point index, in [`SHARDS`] tables chosen by middle bits of the hash
+/// (see [`SHARD_SHIFT`]). A table grows by moving all it holds at once (no key
+/// is read: positions follow the tags): one table of millions of keys would
+/// stall every reader and writer behind the keydir lock at each growth; a
+/// shard holds 1/64th of the keys, so a growth costs 1/64th of that. Shards
+/// also grow at different moments, which evens out the unused capacity.
 #[derive(Debug, Default)]
 struct Table {
     /// Empty until the first insert, then [`SHARDS`] long.

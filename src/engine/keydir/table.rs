@@ -9,7 +9,7 @@
 //!
 //! A word's home position comes from its tag alone (`tag * capacity >> 32`),
 //! so growing and the backward shift of a removal never rehash a key: no
-//! slot is read, and a shard's doubling costs a pass over its words. Probing
+//! slot is read, and a shard's growth (by half) costs a pass over its words. Probing
 //! wraps at the end. At most [`MAX_LOAD_PER_MILLE`] of the words are used,
 //! so every probe sequence ends at an empty word.
 
