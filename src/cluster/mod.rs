@@ -283,6 +283,14 @@ impl ClusterNode {
         }
     }
 
+    /// The answer to a write that the quorum timeout cut short.
+    fn not_committed_in_time(&self) -> ApiError {
+        ApiError::NoQuorum(format!(
+            "the write was not committed by a majority within {:?}",
+            self.quorum_timeout
+        ))
+    }
+
     /// Proposes `cmd` and waits for its reply (bounded by the quorum timeout).
     pub async fn propose(&self, action: Action) -> Result<Reply, ApiError> {
         let request_id = REQUEST_ID.try_with(Clone::clone).ok().flatten();
@@ -295,10 +303,7 @@ impl ClusterNode {
             .runtime
             .spawn(async move { raft.client_write(cmd).await });
         match tokio::time::timeout(self.quorum_timeout, write).await {
-            Err(_) => Err(ApiError::NoQuorum(format!(
-                "the write was not committed by a majority within {:?}",
-                self.quorum_timeout
-            ))),
+            Err(_) => Err(self.not_committed_in_time()),
             Ok(Err(e)) => Err(ApiError::Internal(format!("raft task failed: {e}"))),
             Ok(Ok(Ok(resp))) => Ok(resp.data),
             Ok(Ok(Err(e))) => Err(write_error(&e)),
@@ -319,12 +324,7 @@ impl ClusterNode {
                 .propose(ops)
                 .ok_or_else(|| ApiError::Internal("raft stopped".into()))?;
             match tokio::time::timeout(self.quorum_timeout, rx).await {
-                Err(_) => {
-                    return Err(ApiError::NoQuorum(format!(
-                        "the write was not committed by a majority within {:?}",
-                        self.quorum_timeout
-                    )));
-                }
+                Err(_) => return Err(self.not_committed_in_time()),
                 Ok(Err(_)) => return Err(ApiError::Internal("raft stopped".into())),
                 Ok(Ok(reply)) => reply?,
             }
