@@ -19,9 +19,10 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::error::Result;
+use super::format::record::encoded_len;
 use super::key::{cmp_keys, same_key};
-use super::keydir::{Entry, Key, KeySlice};
-use super::segment::{SegmentRef, record_at};
+use super::keydir::{Entry, Key, KeySlice, prefetch_bytes};
+use super::segment::{SegmentRef, SegmentView, record_at};
 
 /// Keydir entries read per lock hold.
 pub const CHUNK: usize = 256;
@@ -170,37 +171,35 @@ impl Iter {
             _ => self.done = true,
         }
         let set = self.shared.segments_read()?;
-        let mut cached: Option<(super::SegmentId, SegmentRef)> = None;
+        let mut cached: Option<(super::SegmentId, SegmentView<'_>)> = None;
         // A chunk's records lie scattered over the log (key order is not
-        // write order), so a scan with values waits on one cache miss per
-        // record. This pass loads the first and last byte of each record with
-        // loads that do not depend on each other, which the CPU overlaps; the
-        // decode below then finds each record in cache.
-        let mut touched = 0u8;
+        // write order), so a scan with values waits on a cache miss per
+        // record line. This pass asks for every line of every record of the
+        // chunk without waiting for any, which the CPU overlaps; the decode
+        // below then finds each record in cache.
         for (key, e) in &entries {
             if cached.as_ref().is_none_or(|(id, _)| *id != e.segment) {
-                cached = set.get(e.segment).map(|s| (e.segment, s));
+                cached = set.view(e.segment).map(|s| (e.segment, s));
             }
             if let Some((_, segment)) = &cached {
-                let bytes = bytes_of(segment);
+                let len = encoded_len(key.len(), e.value_len as usize, e.expiry);
                 let start = e.offset as usize;
-                let last = start + key.len() + e.value_len as usize;
-                touched ^= bytes.get(start).copied().unwrap_or(0);
-                touched ^= bytes.get(last).copied().unwrap_or(0);
+                if let Some(record) = segment.bytes().get(start..start + len) {
+                    prefetch_bytes(record);
+                }
             }
         }
-        std::hint::black_box(touched);
         let mut again = Vec::new();
         for (key, e) in entries {
             if cached.as_ref().is_none_or(|(id, _)| *id != e.segment) {
-                cached = set.get(e.segment).map(|s| (e.segment, s));
+                cached = set.view(e.segment).map(|s| (e.segment, s));
             }
             let Some((_, segment)) = &cached else {
                 // Retired by a compaction since the keydir was read: look again.
                 again.push(key);
                 continue;
             };
-            self.ready.push_back(pair(segment, &key, &e));
+            self.ready.push_back(pair(*segment, &key, &e));
         }
         drop(set);
         for key in again {
@@ -218,8 +217,8 @@ impl Iter {
 }
 
 /// The pair of `key` at `e` in `segment`, checksum and key verified.
-fn pair(segment: &SegmentRef, key: &[u8], e: &Entry) -> Result<KvPair> {
-    let bytes = bytes_of(segment);
+fn pair(segment: SegmentView<'_>, key: &[u8], e: &Entry) -> Result<KvPair> {
+    let bytes = segment.bytes();
     let rec = record_at(e.segment, bytes, e.offset)?;
     if !same_key(rec.key, key) {
         return Err(super::segment::corrupt(
@@ -235,7 +234,7 @@ fn pair(segment: &SegmentRef, key: &[u8], e: &Entry) -> Result<KvPair> {
     let k = rec.key.as_ptr() as usize - base;
     let v = rec.value.as_ptr() as usize - base;
     Ok(KvPair(Pair::Mapped {
-        segment: segment.clone(),
+        segment: segment.to_ref(),
         key: k..k + rec.key.len(),
         value: v..v + rec.value.len(),
     }))

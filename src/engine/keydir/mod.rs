@@ -166,6 +166,24 @@ fn prefetch_line<T>(item: &T) {
     let _ = item;
 }
 
+/// Asks the CPU to bring every cache line of `bytes` in, without waiting.
+#[inline]
+pub(crate) fn prefetch_bytes(bytes: &[u8]) {
+    const LINE: usize = 64;
+    let first = bytes.as_ptr() as usize & !(LINE - 1);
+    let end = bytes.as_ptr() as usize + bytes.len();
+    // Line by line from the one holding the first byte: the last line is
+    // covered even when `bytes` starts mid-line.
+    let mut at = first;
+    while at < end {
+        let offset = at.saturating_sub(bytes.as_ptr() as usize);
+        if let Some(byte) = bytes.get(offset) {
+            prefetch_line(byte);
+        }
+        at += LINE;
+    }
+}
+
 fn hash_key(state: &foldhash::fast::RandomState, key: &[u8]) -> u64 {
     let mut h = state.build_hasher();
     h.write(key);

@@ -66,18 +66,49 @@ pub struct SegmentSet {
     pub sealed: BTreeMap<SegmentId, Arc<SealedSegment>>,
 }
 
+/// A segment borrowed from its [`SegmentSet`]: its bytes are read without
+/// touching its reference count (a scan looks a segment up per record).
+#[derive(Debug, Clone, Copy)]
+pub enum SegmentView<'a> {
+    /// The active segment's in-memory image.
+    Active(&'a Arc<Memtable>),
+    /// A sealed, mapped segment.
+    Sealed(&'a Arc<SealedSegment>),
+}
+
+impl<'a> SegmentView<'a> {
+    /// The segment's bytes, for as long as the set is borrowed.
+    pub fn bytes(self) -> &'a [u8] {
+        match self {
+            SegmentView::Active(m) => m.bytes(),
+            SegmentView::Sealed(s) => s.bytes(),
+        }
+    }
+
+    /// A reference that keeps the segment alive on its own.
+    pub fn to_ref(self) -> SegmentRef {
+        match self {
+            SegmentView::Active(m) => SegmentRef::Active(Arc::clone(m)),
+            SegmentView::Sealed(s) => SegmentRef::Sealed(Arc::clone(s)),
+        }
+    }
+}
+
 impl SegmentSet {
     /// The segment with this id, if it is still live.
     pub fn get(&self, id: SegmentId) -> Option<SegmentRef> {
+        self.view(id).map(SegmentView::to_ref)
+    }
+
+    /// The segment with this id, borrowed, if it is still live.
+    pub fn view(&self, id: SegmentId) -> Option<SegmentView<'_>> {
         if self.active.id() == id {
-            return Some(SegmentRef::Active(Arc::clone(&self.active)));
+            return Some(SegmentView::Active(&self.active));
         }
         if let Some(s) = self.sealed.get(&id) {
-            return Some(SegmentRef::Sealed(Arc::clone(s)));
+            return Some(SegmentView::Sealed(s));
         }
-        self.sealing
-            .get(&id)
-            .map(|m| SegmentRef::Active(Arc::clone(m)))
+        self.sealing.get(&id).map(SegmentView::Active)
     }
 }
 
