@@ -49,3 +49,38 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// The time of one operation, read from the clock at most once and only when
+/// an expiry needs comparing with it: most writes carry none and replace
+/// entries with none, and a clock read is a few percent of a buffered put.
+pub(crate) struct LazyNow<'c> {
+    clock: &'c dyn Clock,
+    at: std::cell::Cell<Option<u64>>,
+}
+
+impl<'c> LazyNow<'c> {
+    pub(crate) fn new(clock: &'c dyn Clock) -> LazyNow<'c> {
+        LazyNow {
+            clock,
+            at: std::cell::Cell::new(None),
+        }
+    }
+
+    /// Now, as first read.
+    pub(crate) fn get(&self) -> u64 {
+        match self.at.get() {
+            Some(now) => now,
+            None => {
+                let now = self.clock.now_ms();
+                self.at.set(Some(now));
+                now
+            }
+        }
+    }
+
+    /// Whether an absolute expiry (0 = never) has passed; reads the clock
+    /// only for a real one.
+    pub(crate) fn passed(&self, expiry: u64) -> bool {
+        expiry != 0 && expiry <= self.get()
+    }
+}

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::batch::{Expiry, Op, OpResult, Prior};
+use super::clock::LazyNow;
 use super::error::{Error, Fault, Result};
 use super::format::record::{self, RecordKind};
 use super::keydir::{Entry, Key};
@@ -263,10 +264,10 @@ impl Shared {
         if let Some(cause) = self.failure() {
             return Some(Err(Error::ReadOnly { cause }));
         }
-        let now = self.opts.clock.now_ms();
+        let now = LazyNow::new(&*self.opts.clock);
         if kind == RecordKind::Tombstone {
             let live = match self.keydir_read() {
-                Ok(kd) => kd.get(key).is_some_and(|e| !e.is_expired(now)),
+                Ok(kd) => kd.get(key).is_some_and(|e| !now.passed(e.expiry)),
                 Err(e) => return Some(Err(e)),
             };
             if !live {
@@ -298,9 +299,9 @@ impl Shared {
             value_len: record::len_u32(value.len()),
             prior_slot: None,
         };
-        let prior = |old: Option<Entry>| live_prior(old.is_some_and(|e| !e.is_expired(now)));
+        let prior = |old: Option<Entry>| live_prior(old.is_some_and(|e| !now.passed(e.expiry)));
         if !always {
-            let old = self.publish_one(memtable.id(), base, &buf, &p, now);
+            let old = self.publish_one(memtable.id(), base, &buf, &p, &now);
             w.scratch = buf;
             return Some(old.map(prior));
         }
@@ -327,7 +328,7 @@ impl Shared {
             return Some(Err(e));
         }
         let elapsed = started.elapsed();
-        let old = self.publish_one(memtable.id(), base, &buf, &p, now);
+        let old = self.publish_one(memtable.id(), base, &buf, &p, &now);
         if let Ok(mut u) = self.unsynced.lock() {
             u.fast = None;
         }
@@ -808,11 +809,11 @@ impl Shared {
         base: u64,
         buf: &[u8],
         p: &Publication,
-        now: u64,
+        now: &LazyNow<'_>,
     ) -> Result<Option<Entry>> {
         let key = &buf[p.key_at..p.key_at + p.key_len];
         let mut kd = self.keydir_write()?;
-        let old = if p.kind == RecordKind::Put && !(p.expiry != 0 && p.expiry <= now) {
+        let old = if p.kind == RecordKind::Put && !now.passed(p.expiry) {
             kd.insert(key, entry(segment, base, p))
         } else {
             kd.remove(key)
