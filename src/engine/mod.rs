@@ -202,6 +202,7 @@ impl Engine {
             segments: RwLock::new(rec.segments),
             writer: Mutex::new(Writer::new(rec.active)),
             queue: Mutex::new(Queue::default()),
+            queued: AtomicBool::new(false),
             queue_cv: Condvar::new(),
             sync_lock: Mutex::new(()),
             unsynced: Mutex::new(Unsynced::default()),
@@ -342,6 +343,7 @@ impl Engine {
             ops: batch.ops,
             reply: tx,
         });
+        self.shared.queued.store(true, Ordering::Release);
         Ok(PendingWrite::waiting(rx, Arc::clone(&self.shared)))
     }
 

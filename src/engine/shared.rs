@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     pub(super) segments: RwLock<SegmentSet>,
     pub(super) writer: Mutex<Writer>,
     pub(super) queue: Mutex<Queue>,
+    /// Whether `queue` may hold requests: set under its lock with each push,
+    /// cleared under it with each take. The single-write fast path reads this
+    /// instead of taking the lock.
+    pub(super) queued: AtomicBool,
     pub(super) queue_cv: Condvar,
     /// Held by whoever syncs `wal.log` and publishes what the sync covered.
     pub(super) sync_lock: Mutex<()>,

@@ -31,6 +31,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::batch::{Expiry, Op, OpResult, Prior};
@@ -218,14 +219,19 @@ impl Shared {
 
     fn take_queued(&self) -> Vec<Request> {
         match self.queue.lock() {
-            Ok(mut q) => std::mem::take(&mut q.pending),
+            Ok(mut q) => {
+                self.queued.store(false, Ordering::Release);
+                std::mem::take(&mut q.pending)
+            }
             // A poisoned queue holds only requests; failing them is all we do.
             Err(p) => {
                 self.latch_fault(Fault::Panic {
                     place: "the write queue",
                     message: "a panic while the queue was held".into(),
                 });
-                std::mem::take(&mut p.into_inner().pending)
+                let mut q = p.into_inner();
+                self.queued.store(false, Ordering::Release);
+                std::mem::take(&mut q.pending)
             }
         }
     }
@@ -255,7 +261,8 @@ impl Shared {
         };
         let mut guard = self.writer.try_lock().ok()?;
         let w = &mut *guard;
-        if !self.queue.lock().ok()?.pending.is_empty() {
+        // The flag, not the lock: a lock round trip is two more atomics.
+        if self.queued.load(Ordering::Acquire) {
             return None;
         }
         if always && !self.unsynced.lock().ok()?.is_empty() {
@@ -283,7 +290,10 @@ impl Shared {
         let mut buf = std::mem::take(&mut w.scratch);
         buf.clear();
         record::encode(&mut buf, kind, expiry, key, value);
-        let (memtable, base) = match self.append_group(w, &buf) {
+        // A buffered write needs only the segment's id: no reference-count
+        // round trip (each atomic waits for the record's stores to drain).
+        let keep = |m: &Arc<Memtable>| (m.id(), always.then(|| Arc::clone(m)));
+        let ((segment, memtable), base) = match self.append_group(w, &buf, keep) {
             Ok(x) => x,
             Err(e) => {
                 w.scratch = buf;
@@ -300,11 +310,11 @@ impl Shared {
             prior_slot: None,
         };
         let prior = |old: Option<Entry>| live_prior(old.is_some_and(|e| !now.passed(e.expiry)));
-        if !always {
-            let old = self.publish_one(memtable.id(), base, &buf, &p, &now);
+        let Some(memtable) = memtable else {
+            let old = self.publish_one(segment, base, &buf, &p, &now);
             w.scratch = buf;
             return Some(old.map(prior));
-        }
+        };
         // Groups planned while this write syncs must see it (see `Unsynced::fast`).
         match self.lock(&self.unsynced, "the unsynced queue") {
             Ok(mut u) => {
@@ -545,7 +555,7 @@ impl Shared {
                 Err(e) => return fail_all(replies, &e),
             }
         } else {
-            match self.append_group(w, &buf) {
+            match self.append_group(w, &buf, Arc::clone) {
                 Ok(x) => x,
                 Err(e) => return fail_all(replies, &e),
             }
@@ -590,8 +600,14 @@ impl Shared {
     }
 
     /// Step 3: copies `buf` into `wal.log`, rotating first if it does not fit
-    /// and after if the segment is full. Returns where it went.
-    fn append_group(&self, w: &mut Writer, buf: &[u8]) -> Result<(Arc<Memtable>, u64)> {
+    /// and after if the segment is full. Returns where it went: what `keep`
+    /// takes of the memtable written to, and the offset.
+    fn append_group<T>(
+        &self,
+        w: &mut Writer,
+        buf: &[u8],
+        keep: impl FnOnce(&Arc<Memtable>) -> T,
+    ) -> Result<(T, u64)> {
         let n = buf.len() as u64;
         let room = match w.active.as_ref() {
             Some(a) => a.room(),
@@ -604,8 +620,9 @@ impl Shared {
         let base = active.len();
         active.append(buf)?;
         Counters::add(&self.counters.disk_bytes, n);
-        let memtable = Arc::clone(active.memtable());
+        let kept = keep(active.memtable());
         if let Some((from, len)) = active.writeback_due() {
+            let memtable = Arc::clone(active.memtable());
             if self.prefaults() {
                 self.start_writeback_in_background(&memtable, from, len);
                 active.writeback_started(from + len);
@@ -616,7 +633,7 @@ impl Shared {
         }
         if self.prefaults() {
             let len = usize::try_from(active.len()).unwrap_or(usize::MAX);
-            self.prefault_ahead(&mut w.populated, &memtable, len);
+            self.prefault_ahead(&mut w.populated, active.memtable(), len);
         }
         if active.len() * 2 >= active.capacity() && w.spare_asked != Some(active.id()) {
             w.spare_asked = Some(active.id());
@@ -626,7 +643,7 @@ impl Shared {
             // The group is in the file either way; a failed rotation latched.
             let _ = self.rotate(w, 0);
         }
-        Ok((memtable, base))
+        Ok((kept, base))
     }
 
     pub(super) fn no_active(&self) -> Error {
