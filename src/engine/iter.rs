@@ -47,7 +47,7 @@ impl KvPair {
     /// The key.
     pub fn key(&self) -> &[u8] {
         match &self.0 {
-            Pair::Mapped { segment, key, .. } => &bytes_of(segment)[key.clone()],
+            Pair::Mapped { segment, key, .. } => &segment.view().bytes()[key.clone()],
             Pair::Owned { key, .. } => key,
         }
     }
@@ -55,7 +55,7 @@ impl KvPair {
     /// The value.
     pub fn value(&self) -> &[u8] {
         match &self.0 {
-            Pair::Mapped { segment, value, .. } => &bytes_of(segment)[value.clone()],
+            Pair::Mapped { segment, value, .. } => &segment.view().bytes()[value.clone()],
             Pair::Owned { value, .. } => value,
         }
     }
@@ -66,13 +66,6 @@ impl KvPair {
             Pair::Owned { key, value } => (key, value),
             Pair::Mapped { .. } => (self.key().to_vec(), self.value().to_vec()),
         }
-    }
-}
-
-fn bytes_of(segment: &SegmentRef) -> &[u8] {
-    match segment {
-        SegmentRef::Active(m) => m.bytes(),
-        SegmentRef::Sealed(s) => s.bytes(),
     }
 }
 

@@ -66,6 +66,16 @@ pub struct SegmentSet {
     pub sealed: BTreeMap<SegmentId, Arc<SealedSegment>>,
 }
 
+impl SegmentRef {
+    /// The segment, borrowed.
+    pub fn view(&self) -> SegmentView<'_> {
+        match self {
+            SegmentRef::Active(m) => SegmentView::Active(m),
+            SegmentRef::Sealed(s) => SegmentView::Sealed(s),
+        }
+    }
+}
+
 /// A segment borrowed from its [`SegmentSet`]: its bytes are read without
 /// touching its reference count (a scan looks a segment up per record).
 #[derive(Debug, Clone, Copy)]
