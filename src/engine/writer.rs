@@ -338,7 +338,7 @@ impl Shared {
             return Some(Err(e));
         }
         let elapsed = started.elapsed();
-        let old = self.publish_one(memtable.id(), base, &buf, &p, &now);
+        let old = self.publish_one(segment, base, &buf, &p, &now);
         if let Ok(mut u) = self.unsynced.lock() {
             u.fast = None;
         }
