@@ -19,13 +19,18 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::error::Result;
-use super::format::record::encoded_len;
+use super::format::record::{encoded_len, len_u32};
 use super::key::{cmp_keys, same_key};
 use super::keydir::{Entry, Key, KeySlice, prefetch_bytes};
 use super::segment::{SegmentRef, SegmentView, record_at};
 
 /// Keydir entries read per lock hold.
 pub const CHUNK: usize = 256;
+
+/// How many records ahead of the one decoded a scan asks for: 6 to 24
+/// measured alike on a 2-core EPYC; a whole chunk at once was 30% slower
+/// (the prefetches wait for room in the CPU's miss queue).
+const AHEAD: usize = 16;
 
 /// One live key and its value.
 #[derive(Debug, Clone)]
@@ -77,8 +82,50 @@ pub struct Iter {
     /// Where the next chunk starts.
     from: Bound<Key>,
     to: Bound<Vec<u8>>,
-    ready: VecDeque<Result<KvPair>>,
+    /// The segments the current chunk's pairs lie in, each held once: a pair
+    /// takes its own reference only when it is yielded.
+    segments: Vec<SegmentRef>,
+    /// The current chunk's pairs in key order; `next` is the first not yet yielded.
+    ready: Vec<Ready>,
+    next: usize,
+    /// The [`Ready::OTHER`] items, in order.
+    others: VecDeque<Result<KvPair>>,
+    /// The owned pair [`Iter::next_ref`] last lent out.
+    lent: Option<KvPair>,
     done: bool,
+}
+
+/// A pair of the current chunk, in 16 bytes: the chunk moves these, not
+/// [`KvPair`]s with their room for an error.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    /// Index into `Iter::segments`, or [`Ready::OTHER`].
+    segment: u32,
+    key_at: u32,
+    key_len: u32,
+    value_len: u32,
+}
+
+impl Ready {
+    /// An item that is not a mapped record (a record re-read after its
+    /// segment was retired, or an error): the next of `Iter::others`.
+    const OTHER: u32 = u32::MAX;
+
+    /// Where the key and the value lie in the segment.
+    fn ranges(self) -> (Range<usize>, Range<usize>) {
+        let key = self.key_at as usize..self.key_at as usize + self.key_len as usize;
+        let value = key.end..key.end + self.value_len as usize;
+        (key, value)
+    }
+
+    fn other() -> Ready {
+        Ready {
+            segment: Ready::OTHER,
+            key_at: 0,
+            key_len: 0,
+            value_len: 0,
+        }
+    }
 }
 
 /// Owned bounds of a caller's range.
@@ -121,7 +168,11 @@ impl Iter {
             shared,
             from,
             to,
-            ready: VecDeque::new(),
+            segments: Vec::new(),
+            ready: Vec::new(),
+            next: 0,
+            others: VecDeque::new(),
+            lent: None,
             done: false,
         }
     }
@@ -137,7 +188,10 @@ impl Iter {
     /// Reads the next chunk of entries, then resolves them to pairs.
     fn fill(&mut self) -> Result<()> {
         let now = self.shared.opts.clock.now_ms();
-        let mut entries: Vec<(Key, Entry)> = Vec::with_capacity(CHUNK);
+        // The chunk's keys side by side in one buffer: a key each would be
+        // a copy into its own inline buffer and a move per entry.
+        let mut keys: Vec<u8> = Vec::with_capacity(CHUNK * 24);
+        let mut entries: Vec<(Range<usize>, Entry)> = Vec::with_capacity(CHUNK);
         {
             let kd = self.shared.keydir_read()?;
             let from = match &self.from {
@@ -153,64 +207,134 @@ impl Iter {
                 if e.is_expired(now) {
                     continue;
                 }
-                entries.push((Key::from_slice(k), e));
+                let at = keys.len();
+                keys.extend_from_slice(k);
+                entries.push((at..keys.len(), e));
                 if entries.len() == CHUNK {
                     break;
                 }
             }
         }
         match entries.last() {
-            Some((k, _)) if entries.len() == CHUNK => self.from = Bound::Excluded(k.clone()),
+            Some((k, _)) if entries.len() == CHUNK => {
+                self.from = Bound::Excluded(Key::from_slice(&keys[k.clone()]));
+            }
             _ => self.done = true,
         }
+        self.segments.clear();
+        self.ready.clear();
+        self.next = 0;
+        self.others.clear();
         let set = self.shared.segments_read()?;
-        let mut cached: Option<(super::SegmentId, SegmentView<'_>)> = None;
+        // Segment of each entry, as an index into `self.segments`.
+        let mut ids: Vec<super::SegmentId> = Vec::new();
+        let mut views: Vec<SegmentView<'_>> = Vec::new();
+        let mut cached: Option<(super::SegmentId, u32)> = None;
+        let at: Vec<Option<u32>> = entries
+            .iter()
+            .map(|(_, e)| {
+                if let Some((id, i)) = cached
+                    && id == e.segment
+                {
+                    return Some(i);
+                }
+                let i = match ids.iter().position(|id| *id == e.segment) {
+                    Some(i) => i,
+                    None => {
+                        views.push(set.view(e.segment)?);
+                        ids.push(e.segment);
+                        ids.len() - 1
+                    }
+                };
+                let i = u32::try_from(i).ok()?;
+                cached = Some((e.segment, i));
+                Some(i)
+            })
+            .collect();
         // A chunk's records lie scattered over the log (key order is not
         // write order), so a scan with values waits on a cache miss per
-        // record line. This pass asks for every line of every record of the
-        // chunk without waiting for any, which the CPU overlaps; the decode
-        // below then finds each record in cache.
-        for (key, e) in &entries {
-            if cached.as_ref().is_none_or(|(id, _)| *id != e.segment) {
-                cached = set.view(e.segment).map(|s| (e.segment, s));
-            }
-            if let Some((_, segment)) = &cached {
+        // record. Each record's lines are asked for [`AHEAD`] records before
+        // it is decoded, so that many misses are in flight at once.
+        let ahead = |i: usize| {
+            if let (Some((key, e)), Some(Some(s))) = (entries.get(i), at.get(i)) {
                 let len = encoded_len(key.len(), e.value_len as usize, e.expiry);
                 let start = e.offset as usize;
-                if let Some(record) = segment.bytes().get(start..start + len) {
+                if let Some(record) = views[*s as usize].bytes().get(start..start + len) {
                     prefetch_bytes(record);
                 }
             }
+        };
+        for i in 0..AHEAD {
+            ahead(i);
         }
         let mut again = Vec::new();
-        for (key, e) in entries {
-            if cached.as_ref().is_none_or(|(id, _)| *id != e.segment) {
-                cached = set.view(e.segment).map(|s| (e.segment, s));
-            }
-            let Some((_, segment)) = &cached else {
-                // Retired by a compaction since the keydir was read: look again.
-                again.push(key);
+        self.ready.reserve(entries.len());
+        for (i, ((key, e), s)) in entries.iter().zip(&at).enumerate() {
+            ahead(i + AHEAD);
+            let key = &keys[key.clone()];
+            let Some(s) = *s else {
+                // Retired by a compaction since the keydir was read: read
+                // again below, yielded in its place.
+                again.push((self.ready.len(), key));
+                self.ready.push(Ready::other());
                 continue;
             };
-            self.ready.push_back(pair(*segment, &key, &e));
-        }
-        drop(set);
-        for key in again {
-            if let Some(value) = self.shared.read(&key, Some(now)).transpose() {
-                self.ready.push_back(value.map(|value| {
-                    KvPair(Pair::Owned {
-                        key: key.to_vec(),
-                        value,
-                    })
-                }));
+            match located(views[s as usize], key, e) {
+                Ok((key_at, value_len)) => self.ready.push(Ready {
+                    segment: s,
+                    key_at,
+                    key_len: len_u32(key.len()),
+                    value_len,
+                }),
+                Err(err) => {
+                    self.ready.push(Ready::other());
+                    self.others.push_back(Err(err));
+                }
             }
         }
+        self.segments = views.into_iter().map(SegmentView::to_ref).collect();
+        drop(set);
+        if again.is_empty() {
+            return Ok(());
+        }
+        // Rare: rebuild `others` in item order with the re-read pairs in it.
+        let mut errors = std::mem::take(&mut self.others).into_iter();
+        let mut again = again.into_iter().peekable();
+        let mut kept = Vec::with_capacity(self.ready.len());
+        for (i, r) in self.ready.iter().enumerate() {
+            if r.segment != Ready::OTHER {
+                kept.push(*r);
+                continue;
+            }
+            match again.next_if(|(j, _)| *j == i) {
+                Some((_, key)) => {
+                    // `None`: deleted since, not yielded.
+                    if let Some(value) = self.shared.read(key, Some(now)).transpose() {
+                        kept.push(*r);
+                        self.others.push_back(value.map(|value| {
+                            KvPair(Pair::Owned {
+                                key: key.to_vec(),
+                                value,
+                            })
+                        }));
+                    }
+                }
+                None => {
+                    kept.push(*r);
+                    if let Some(err) = errors.next() {
+                        self.others.push_back(err);
+                    }
+                }
+            }
+        }
+        self.ready = kept;
         Ok(())
     }
 }
 
-/// The pair of `key` at `e` in `segment`, checksum and key verified.
-fn pair(segment: SegmentView<'_>, key: &[u8], e: &Entry) -> Result<KvPair> {
+/// Where the value of `key`'s record at `e` lies in `segment`, checksum and
+/// key verified: the key's offset (the value follows it) and the value's length.
+fn located(segment: SegmentView<'_>, key: &[u8], e: &Entry) -> Result<(u32, u32)> {
     let bytes = segment.bytes();
     let rec = record_at(e.segment, bytes, e.offset)?;
     if !same_key(rec.key, key) {
@@ -223,14 +347,68 @@ fn pair(segment: SegmentView<'_>, key: &[u8], e: &Entry) -> Result<KvPair> {
             },
         ));
     }
-    let base = bytes.as_ptr() as usize;
-    let k = rec.key.as_ptr() as usize - base;
-    let v = rec.value.as_ptr() as usize - base;
-    Ok(KvPair(Pair::Mapped {
-        segment: segment.to_ref(),
-        key: k..k + rec.key.len(),
-        value: v..v + rec.value.len(),
-    }))
+    let key_at = rec.key.as_ptr() as usize - bytes.as_ptr() as usize;
+    // Within a segment, whose offsets are u32 (the keydir's): exact.
+    Ok((len_u32(key_at), len_u32(rec.value.len())))
+}
+
+impl Iter {
+    /// The next pair, lent until the next call: [`Iterator::next`] without
+    /// the reference a [`KvPair`] takes on its segment — the fastest way
+    /// through a range (about a tenth less per item), in the manner of
+    /// RocksDB's and LMDB's cursors.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let (db, _) = kvstore::engine::Engine::open(dir.path(), Default::default()).unwrap();
+    /// db.put(b"user:1", b"ada")?;
+    /// let mut users = db.prefix(b"user:");
+    /// while let Some(pair) = users.next_ref() {
+    ///     let (key, value) = pair?;
+    ///     assert_eq!((key, value), (&b"user:1"[..], &b"ada"[..]));
+    /// }
+    /// # Ok::<(), kvstore::engine::Error>(())
+    /// ```
+    pub fn next_ref(&mut self) -> Option<Result<(&[u8], &[u8])>> {
+        loop {
+            if self.next == self.ready.len() {
+                if self.done {
+                    return None;
+                }
+                if let Err(e) = self.fill() {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            let r = self.ready[self.next];
+            self.next += 1;
+            if r.segment == Ready::OTHER {
+                match self.others.pop_front() {
+                    Some(Ok(pair)) => {
+                        let pair = self.lent.insert(pair);
+                        return Some(Ok((pair.key(), pair.value())));
+                    }
+                    Some(Err(e)) => return Some(Err(e)),
+                    // `fill` gives every OTHER item its entry: not reached.
+                    None => continue,
+                }
+            }
+            let (key, value) = r.ranges();
+            let i = r.segment as usize;
+            // `fill` checked both against the record (the value follows the
+            // key): not failed. Checked without a borrow, which returning
+            // one from inside the loop would stretch over `fill`.
+            let fits = self
+                .segments
+                .get(i)
+                .is_some_and(|s| value.end <= s.view().bytes().len());
+            if fits {
+                let bytes = self.segments[i].view().bytes();
+                return Some(Ok((&bytes[key], &bytes[value])));
+            }
+        }
+    }
 }
 
 impl Iterator for Iter {
@@ -238,8 +416,23 @@ impl Iterator for Iter {
 
     fn next(&mut self) -> Option<Result<KvPair>> {
         loop {
-            if let Some(item) = self.ready.pop_front() {
-                return Some(item);
+            if let Some(&r) = self.ready.get(self.next) {
+                self.next += 1;
+                if r.segment == Ready::OTHER {
+                    match self.others.pop_front() {
+                        Some(item) => return Some(item),
+                        None => continue,
+                    }
+                }
+                let Some(segment) = self.segments.get(r.segment as usize) else {
+                    continue;
+                };
+                let (key, value) = r.ranges();
+                return Some(Ok(KvPair(Pair::Mapped {
+                    segment: segment.clone(),
+                    key,
+                    value,
+                })));
             }
             if self.done {
                 return None;

@@ -13,6 +13,7 @@ mod model;
 mod power_loss;
 mod readonly;
 mod recovery;
+mod scan;
 mod support;
 mod surface;
 mod ttl;

@@ -61,16 +61,17 @@ impl Reader for &Kvstore {
 }
 
 /// Every live key under `prefix` with its value, in key order: the engine's
-/// `prefix` iterator, whose pairs borrow key and value from the segment
-/// mappings (checksum verified, no copy).
+/// `prefix` iterator, each pair lent from the segment mappings (checksum
+/// verified, no copy, no reference count) until the next.
 pub fn kvstore_scan_prefix(
     db: &Engine,
     prefix: &[u8],
     mut visit: impl FnMut(&[u8], &[u8]),
 ) -> Result<()> {
-    for pair in db.prefix(prefix) {
-        let pair = pair?;
-        visit(pair.key(), pair.value());
+    let mut pairs = db.prefix(prefix);
+    while let Some(pair) = pairs.next_ref() {
+        let (key, value) = pair?;
+        visit(key, value);
     }
     Ok(())
 }
