@@ -20,9 +20,9 @@ use std::sync::Arc;
 use super::Shared;
 use super::error::Result;
 use super::format::record::{encoded_len, len_u32};
-use super::key::{cmp_keys, same_key};
+use super::key::cmp_keys;
 use super::keydir::{Entry, Key, KeySlice, prefetch_bytes};
-use super::segment::{SegmentRef, SegmentView, record_at};
+use super::segment::{SegmentRef, SegmentView, put_record_at};
 
 /// Keydir entries read per lock hold.
 pub const CHUNK: usize = 256;
@@ -336,20 +336,27 @@ impl Iter {
 /// key verified: the key's offset (the value follows it) and the value's length.
 fn located(segment: SegmentView<'_>, key: &[u8], e: &Entry) -> Result<(u32, u32)> {
     let bytes = segment.bytes();
-    let rec = record_at(e.segment, bytes, e.offset)?;
-    if !same_key(rec.key, key) {
-        return Err(super::segment::corrupt(
-            e.segment,
-            e.offset,
-            super::format::DecodeError::Invalid {
-                field: "record key",
-                value: rec.key.len() as u64,
-            },
-        ));
-    }
+    let rec = put_record_at(e.segment, bytes, e.offset, key)?;
     let key_at = rec.key.as_ptr() as usize - bytes.as_ptr() as usize;
     // Within a segment, whose offsets are u32 (the keydir's): exact.
     Ok((len_u32(key_at), len_u32(rec.value.len())))
+}
+
+/// The pair of `key` at `e` in `segment` (a point read without a copy).
+pub(crate) fn pair_at(segment: SegmentRef, key: &[u8], e: &Entry) -> Result<KvPair> {
+    let (key_at, value_len) = located(segment.view(), key, e)?;
+    let (key, value) = Ready {
+        segment: 0,
+        key_at,
+        key_len: len_u32(key.len()),
+        value_len,
+    }
+    .ranges();
+    Ok(KvPair(Pair::Mapped {
+        segment,
+        key,
+        value,
+    }))
 }
 
 impl Iter {

@@ -247,6 +247,24 @@ impl Engine {
         self.shared.read(key, None)
     }
 
+    /// The value of `key` without a copy: a [`KvPair`] lending key and value
+    /// from the segment's mapping (checksum verified), which keeps the segment
+    /// mapped while it lives. `None` when absent, deleted or expired.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let (db, _) = kvstore::engine::Engine::open(dir.path(), Default::default()).unwrap();
+    /// db.put(b"user:1", b"ada")?;
+    /// let pair = db.get_pair(b"user:1")?.expect("just put");
+    /// assert_eq!(pair.value(), b"ada");
+    /// # Ok::<(), kvstore::engine::Error>(())
+    /// ```
+    pub fn get_pair(&self, key: &[u8]) -> Result<Option<KvPair>> {
+        self.shared.check_open()?;
+        self.shared
+            .look_up(key, None, |seg, e| iter::pair_at(seg, key, e))
+    }
+
     /// Sets `key` to `value` with no expiry; says whether a live value existed.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Prior> {
         self.put_with_expiry(key, value, Expiry::Never)

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::error::{Error, Fault, Result};
-use super::keydir::Keydir;
+use super::keydir::{Entry, Keydir};
 use super::options::{Options, SyncMode};
 use super::sealer::{self, SpareSlot};
 use super::segment::{SegmentRef, SegmentSet};
@@ -103,6 +103,19 @@ impl Shared {
     /// then only for an entry that has an expiry: a clock read was 2 % of a
     /// get's time).
     pub(crate) fn read(&self, key: &[u8], now: Option<u64>) -> Result<Option<Vec<u8>>> {
+        self.look_up(key, now, |seg, e| match seg {
+            SegmentRef::Active(m) => m.read_value(e.offset, key),
+            SegmentRef::Sealed(s) => s.read_value(e.offset, key),
+        })
+    }
+
+    /// What `found` makes of the live record of `key` at `now` (see [`Shared::read`]).
+    pub(crate) fn look_up<T>(
+        &self,
+        key: &[u8],
+        now: Option<u64>,
+        found: impl Fn(SegmentRef, &Entry) -> Result<T>,
+    ) -> Result<Option<T>> {
         // A lookup can race with compaction retiring the segment it found;
         // the keydir then already points at the new copy, so look again.
         for _ in 0..READ_ATTEMPTS {
@@ -113,10 +126,7 @@ impl Shared {
             }
             let seg = self.segments_read()?.get(e.segment);
             match seg {
-                Some(SegmentRef::Active(m)) => {
-                    return m.read_value(e.offset, key).map(Some);
-                }
-                Some(SegmentRef::Sealed(s)) => return s.read_value(e.offset, key).map(Some),
+                Some(seg) => return found(seg, &e).map(Some),
                 None => continue,
             }
         }

@@ -1,5 +1,6 @@
 //! Ordered scans with values (`Engine::range`, `Engine::prefix`, both ways of
-//! taking their pairs) against a model, across chunks, rotations, expiries,
+//! taking their pairs) and point reads without a copy (`Engine::get_pair`)
+//! against a model, across chunks, rotations, expiries,
 //! deletes and compactions running while a scan is under way.
 
 use std::collections::BTreeMap;
@@ -140,6 +141,10 @@ proptest! {
         let want = expected(&model, as_slice(&from), as_slice(&to));
         prop_assert_eq!(&owned(db.range((from.clone(), to.clone()))), &want);
         prop_assert_eq!(&lent(db.range((from, to))), &want);
+        for k in (0..900).step_by(7) {
+            let got = db.get_pair(&key(k)).unwrap().map(|p| p.into_parts());
+            prop_assert_eq!(got, model.get(&key(k)).map(|v| (key(k), v.clone())));
+        }
         for prefix in [&b""[..], b"a/", b"b/", b"a/001", b"c"] {
             let want: Vec<_> = model
                 .iter()

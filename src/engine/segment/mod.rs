@@ -125,6 +125,17 @@ impl SegmentSet {
 /// Copies out the value of the put record of `key` at `offset` in `bytes`,
 /// verifying its checksum and key: a damaged record is an error, never wrong data.
 pub fn read_value(segment: SegmentId, bytes: &[u8], offset: u32, key: &[u8]) -> Result<Vec<u8>> {
+    put_record_at(segment, bytes, offset, key).map(|rec| rec.value.to_vec())
+}
+
+/// The put record of `key` at `offset` in `bytes`, checksum, key and kind
+/// verified (what a keydir entry names).
+pub fn put_record_at<'a>(
+    segment: SegmentId,
+    bytes: &'a [u8],
+    offset: u32,
+    key: &[u8],
+) -> Result<record::RecordRef<'a>> {
     let rec = record_at(segment, bytes, offset)?;
     if !crate::engine::key::same_key(rec.key, key) || rec.kind != record::RecordKind::Put {
         return Err(corrupt(
@@ -136,7 +147,7 @@ pub fn read_value(segment: SegmentId, bytes: &[u8], offset: u32, key: &[u8]) -> 
             },
         ));
     }
-    Ok(rec.value.to_vec())
+    Ok(rec)
 }
 
 /// The record at `offset` in `bytes` of `segment`, checksum verified; damage

@@ -46,9 +46,10 @@ impl Peer for Kvstore {
 
 impl Reader for &Kvstore {
     fn get(&self, key: &[u8], mut seen: impl FnMut(&[u8])) -> Result<bool> {
-        match self.0.get(key)? {
-            Some(v) => {
-                seen(&v);
+        // Borrowed from the mapping, as redb's guard borrows its page.
+        match self.0.get_pair(key)? {
+            Some(pair) => {
+                seen(pair.value());
                 Ok(true)
             }
             None => Ok(false),
