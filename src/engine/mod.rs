@@ -207,6 +207,8 @@ impl Engine {
             sync_lock: Mutex::new(()),
             unsynced: Mutex::new(Unsynced::default()),
             syncer_cv: Condvar::new(),
+            relay: Mutex::default(),
+            relaying: AtomicBool::new(false),
             spare: Mutex::new(SpareSlot::default()),
             spare_wanted: AtomicBool::new(false),
             sealer: Mutex::new(sealer::SealerQueue::default()),

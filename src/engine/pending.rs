@@ -41,7 +41,14 @@ impl PendingWrite {
         let shared = self.1;
         let reply = match self.0 {
             PendingState::Ready(r) => r,
-            PendingState::Waiting(rx) => rx.recv().ok(),
+            PendingState::Waiting(rx) => {
+                let reply = rx.recv().ok();
+                // Woken: pass acknowledgements on (see `Shared::relay`).
+                if let Some(shared) = &shared {
+                    shared.relay(super::writer::RELAY_FANOUT);
+                }
+                reply
+            }
             PendingState::Polling(rx) => futures_block_on(rx),
             PendingState::Done => None,
         };
@@ -78,9 +85,13 @@ impl Future for PendingWrite {
                 }
                 PendingState::Polling(rx) => {
                     let shared = this.1.as_deref();
-                    return Pin::new(rx)
-                        .poll(cx)
-                        .map(|r| r.unwrap_or_else(|_| Err(gone(shared))));
+                    let reply = Pin::new(rx).poll(cx);
+                    if reply.is_ready()
+                        && let Some(shared) = shared
+                    {
+                        shared.relay(super::writer::RELAY_FANOUT);
+                    }
+                    return reply.map(|r| r.unwrap_or_else(|_| Err(gone(shared))));
                 }
                 PendingState::Done => return Poll::Ready(Err(Error::Closed)),
             }

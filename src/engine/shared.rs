@@ -45,6 +45,10 @@ pub(crate) struct Shared {
     pub(super) unsynced: Mutex<Unsynced>,
     /// Wakes the syncer thread: groups appended, or shutdown.
     pub(super) syncer_cv: Condvar,
+    /// Acknowledgements of synced writes not sent yet (see [`Shared::relay`]).
+    pub(super) relay: Mutex<super::writer::Relay>,
+    /// Whether `relay` may hold any: set under its lock with each push.
+    pub(super) relaying: AtomicBool,
     /// The next segment, made ahead of its rotation.
     pub(super) spare: Mutex<SpareSlot>,
     pub(super) spare_wanted: AtomicBool,
