@@ -471,6 +471,47 @@ mod tests {
         above && below
     }
 
+    /// A chunk entry whose segment is gone by the time the chunk resolves
+    /// is read again and yielded in its place — here it stays gone (the
+    /// entry names a segment that never existed), so its read fails and the
+    /// error stands in its place, between its neighbours, in both ways of
+    /// taking pairs.
+    #[test]
+    fn an_entry_whose_segment_is_gone_is_yielded_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = super::super::Engine::open(dir.path(), Default::default()).unwrap();
+        for k in 0..600u32 {
+            db.put(format!("k{k:04}").as_bytes(), b"v").unwrap();
+        }
+        {
+            let mut kd = db.shared.keydir_write().unwrap();
+            let e = kd.get(b"k0300").unwrap();
+            let gone = super::super::SegmentId(e.segment.0 + 1000);
+            kd.insert(b"k0300", Entry { segment: gone, ..e });
+        }
+        let summary = |items: Vec<std::result::Result<Vec<u8>, ()>>| {
+            let errors: Vec<usize> = (0..items.len()).filter(|&i| items[i].is_err()).collect();
+            let keys: Vec<Vec<u8>> = items.into_iter().flatten().collect();
+            (errors, keys)
+        };
+        let taken = summary(
+            db.prefix(b"k")
+                .map(|p| p.map(|p| p.key().to_vec()).map_err(|_| ()))
+                .collect(),
+        );
+        let mut lent = Vec::new();
+        let mut it = db.prefix(b"k");
+        while let Some(p) = it.next_ref() {
+            lent.push(p.map(|(k, _)| k.to_vec()).map_err(|_| ()));
+        }
+        let want: Vec<Vec<u8>> = (0..600u32)
+            .filter(|&k| k != 300)
+            .map(|k| format!("k{k:04}").into_bytes())
+            .collect();
+        assert_eq!(taken, (vec![300], want.clone()));
+        assert_eq!(summary(lent), (vec![300], want));
+    }
+
     proptest! {
         // The iterator relies on this: it checks no key's prefix itself.
         #[test]
