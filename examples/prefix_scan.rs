@@ -1,6 +1,7 @@
 //! Prefix scans: keys in byte order under a prefix, paged with `after` and a
 //! limit, with copies (`scan_prefix`) or without (`scan_prefix_with`, which also
-//! says whether keys remain past the limit).
+//! says whether keys remain past the limit); then keys *with values* through
+//! the `prefix` iterator, as owned pairs or lent ones (`next_ref`).
 //!
 //! `cargo run --example prefix_scan --no-default-features`
 
@@ -57,6 +58,24 @@ fn main() {
     let end = db.scan_prefix_with(b"user:02", None, 100, |_key| count += 1);
     println!("user:02.. up to 100: visited {count}, end {end:?}");
     assert_eq!((count, end), (50, ScanEnd::Exhausted));
+
+    // Keys with their values, in key order: each pair as a `KvPair` (it keeps
+    // its segment mapped while it lives), or lent until the next call.
+    let names: Vec<(Vec<u8>, Vec<u8>)> = db
+        .prefix(b"user:00")
+        .map(|pair| pair.unwrap().into_parts())
+        .collect();
+    assert_eq!(names.len(), 100);
+    assert_eq!(names[7], (b"user:0007".to_vec(), b"name 7".to_vec()));
+    let mut pairs = db.prefix(b"user:");
+    let mut value_bytes = 0;
+    while let Some(pair) = pairs.next_ref() {
+        let (_key, value) = pair.unwrap();
+        value_bytes += value.len();
+    }
+    println!("user:.. values: {value_bytes} bytes");
+    let longest = db.get_pair(b"user:0249").unwrap().unwrap();
+    assert_eq!(longest.value(), b"name 249");
 
     // The empty prefix lists everything.
     let everything = db.scan_prefix(b"", None, usize::MAX);
