@@ -462,48 +462,58 @@ fn concurrent_deletes_of_one_key_under_sync_always_are_linearizable() {
 /// Acknowledgements are passed on from waiter to waiter (the relay): none may
 /// be left unsent, whether the waiters block in `wait`, are futures, or were
 /// dropped unawaited (a send to those wakes nobody, so the chain of waiters
-/// passing acknowledgements on breaks there). A third of the writers of each
-/// kind, all at once; every awaited write must be acknowledged within the
-/// watchdog's minute, and every write be there after a reopen.
+/// passing acknowledgements on breaks there). A quarter of the writers block,
+/// a quarter await, half drop their futures, all at once; every awaited write
+/// must be acknowledged within the watchdog's minute, and every write be there
+/// after a reopen.
 #[test]
 fn relayed_acknowledgements_reach_blocking_and_async_waiters_alike() {
     let d = tempfile::tempdir().unwrap();
     let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
-    let (threads, per_thread) = (48u32, 400u32);
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let db = std::sync::Arc::new(db);
-    let writers: Vec<_> = (0..threads)
-        .map(|t| {
-            let (db, done) = (std::sync::Arc::clone(&db), done_tx.clone());
-            std::thread::spawn(move || {
-                for i in 0..per_thread {
-                    let k = format!("t{t:02}/{i:03}");
-                    let mut b = Batch::new();
-                    b.put(k.as_bytes(), b"v");
-                    match t % 3 {
-                        0 => assert_eq!(db.put(k.as_bytes(), b"v").unwrap(), Prior::Absent),
-                        1 => match block_on(db.submit(b)).unwrap().as_slice() {
-                            [OpResult::Put(p)] => assert_eq!(*p, Prior::Absent, "{k}"),
-                            other => panic!("unexpected results {other:?}"),
-                        },
-                        _ => drop(db.submit(b)),
+    // Bursts: a chain that broke is mended by the next round's waiters while
+    // writes go on, so what must not be lost is the end of each burst.
+    let (bursts, threads, per_thread) = (12u32, 48u32, 40u32);
+    for burst in 0..bursts {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (db, done) = (std::sync::Arc::clone(&db), done_tx.clone());
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        let k = format!("b{burst:02}/t{t:02}/{i:03}");
+                        let mut b = Batch::new();
+                        b.put(k.as_bytes(), b"v");
+                        match t % 4 {
+                            0 => assert_eq!(db.put(k.as_bytes(), b"v").unwrap(), Prior::Absent),
+                            1 => match block_on(db.submit(b)).unwrap().as_slice() {
+                                [OpResult::Put(p)] => assert_eq!(*p, Prior::Absent, "{k}"),
+                                other => panic!("unexpected results {other:?}"),
+                            },
+                            _ => drop(db.submit(b)),
+                        }
                     }
-                }
-                done.send(t).unwrap();
+                    done.send(t).unwrap();
+                })
             })
-        })
-        .collect();
-    drop(done_tx);
-    for _ in 0..threads {
-        done_rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("a writer is still waiting for an acknowledgement after a minute");
-    }
-    for w in writers {
-        w.join().unwrap();
+            .collect();
+        drop(done_tx);
+        for _ in 0..threads {
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!("burst {burst}: a writer still waits for an acknowledgement after 30 s")
+                });
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
     }
     let db = std::sync::Arc::into_inner(db).unwrap();
     db.close().unwrap();
     let (db, _) = Engine::open(d.path(), Options::default()).unwrap();
-    assert_eq!(db.stats().live_keys, u64::from(threads * per_thread));
+    assert_eq!(
+        db.stats().live_keys,
+        u64::from(bursts * threads * per_thread)
+    );
 }
