@@ -14,7 +14,8 @@
 //!    writer lock is released at once, so group N+1 is planned and appended while
 //!    group N's `fdatasync` runs; whoever holds the sync lock syncs every queued
 //!    group with one `fdatasync` (and the directory, once after a rotation),
-//!    then publishes and acknowledges them in log order. `Periodic`/`Never`: no
+//!    then publishes them in log order and acknowledges them (through the relay:
+//!    see [`Shared::relay`]). `Periodic`/`Never`: no
 //!    sync here (the syncer thread syncs every interval in `Periodic`);
 //! 5. publish: apply every record to the keydir under one write lock, so a batch
 //!    becomes visible all at once; then acknowledge.
@@ -668,8 +669,8 @@ impl Shared {
     }
 
     /// Syncs every unsynced group with one fdatasync per segment, then publishes
-    /// and acknowledges them in log order (step 4–5 under `Always`); again while
-    /// more groups arrived meanwhile.
+    /// them in log order and acknowledges them (step 4–5 under `Always`); again
+    /// while more groups arrived meanwhile.
     ///
     /// If another thread is syncing, returns at once (unless `wait`): that
     /// thread goes round again before it lets go of the sync lock and finds the
@@ -818,12 +819,17 @@ impl Shared {
 
     /// Sends `acks` (synced and published writes): [`RELAY_FANOUT`] now, the
     /// rest through the relay, for the waiters woken to pass on. What the
-    /// last round left there is sent first: a waiter that is a future passes
-    /// nothing on, so no acknowledgement waits longer than one round.
+    /// last round left there is sent first: a dropped future passes nothing
+    /// on, so no acknowledgement waits longer than one round.
+    ///
+    /// Every write acknowledged here was published first, all of the round
+    /// in log order: the order the acknowledgements reach their threads in
+    /// tells nothing, as between any two writes in flight at once.
     fn acknowledge(&self, mut acks: Replies) {
         self.relay(usize::MAX);
         if acks.len() > RELAY_FANOUT {
             let rest = acks.split_off(RELAY_FANOUT);
+            // Plain data under the lock: a poisoned one is still whole.
             let mut relay = self
                 .relay
                 .lock()
@@ -837,9 +843,9 @@ impl Shared {
     }
 
     /// Sends up to `n` acknowledgements waiting in the relay, oldest first.
-    /// Called by each waiter once woken, and by a syncing thread when it
-    /// stops (so the relay never holds an acknowledgement nobody will send:
-    /// an async waiter passes none on).
+    /// Called by each waiter once woken (blocking or a future), and by a
+    /// syncing thread when it stops (so the relay never holds an
+    /// acknowledgement nobody will send: a dropped future passes none on).
     pub(crate) fn relay(&self, n: usize) {
         if !self.relaying.load(Ordering::Acquire) {
             return;
