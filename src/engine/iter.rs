@@ -6,7 +6,9 @@
 //! writers by more than one chunk. Each pair borrows its key and value from the
 //! segment's mapping (or the memtable), after the record's checksum is verified —
 //! no copy unless the caller asks for one ([`KvPair::into_parts`]). A pair keeps
-//! its segment mapped while it lives, even if compaction retires the file.
+//! its segment mapped while it lives, even if compaction retires the file;
+//! [`Iter::next_ref`] lends key and value until the next call instead, with no
+//! reference count per pair.
 //!
 //! The iterator is a snapshot per chunk, not of the whole range: a key written
 //! after its chunk was read is not seen, one deleted after is still yielded.
