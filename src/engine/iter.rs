@@ -91,10 +91,21 @@ pub struct Iter {
     ready: Vec<Ready>,
     next: usize,
     /// The [`Ready::OTHER`] items, in order.
-    others: VecDeque<Result<KvPair>>,
+    others: VecDeque<Other>,
     /// The owned pair [`Iter::next_ref`] last lent out.
     lent: Option<KvPair>,
     done: bool,
+}
+
+/// A chunk item that is not a mapped record.
+#[derive(Debug)]
+enum Other {
+    /// A damaged record, yielded in its pair's place.
+    Failed(super::error::Error),
+    /// A key whose segment a compaction retired between the keydir read and
+    /// the segment lookup: read again when its turn comes (the keydir then
+    /// already names the copy), as of the chunk's `now`.
+    Reread { key: Vec<u8>, now: u64 },
 }
 
 /// A pair of the current chunk, in 16 bytes: the chunk moves these, not
@@ -109,15 +120,12 @@ struct Ready {
 }
 
 impl Ready {
-    /// An item that is not a mapped record (a record re-read after its
-    /// segment was retired, or an error): the next of `Iter::others`.
+    /// An item that is not a mapped record: the next of `Iter::others`.
     const OTHER: u32 = u32::MAX;
 
     /// Where the key and the value lie in the segment.
     fn ranges(self) -> (Range<usize>, Range<usize>) {
-        let key = self.key_at as usize..self.key_at as usize + self.key_len as usize;
-        let value = key.end..key.end + self.value_len as usize;
-        (key, value)
+        spans(self.key_at, self.key_len, self.value_len)
     }
 
     fn other() -> Ready {
@@ -269,16 +277,17 @@ impl Iter {
         for i in 0..AHEAD {
             ahead(i);
         }
-        let mut again = Vec::new();
         self.ready.reserve(entries.len());
         for (i, ((key, e), s)) in entries.iter().zip(&at).enumerate() {
             ahead(i + AHEAD);
             let key = &keys[key.clone()];
             let Some(s) = *s else {
-                // Retired by a compaction since the keydir was read: read
-                // again below, yielded in its place.
-                again.push((self.ready.len(), key));
+                // Retired by a compaction since the keydir was read.
                 self.ready.push(Ready::other());
+                self.others.push_back(Other::Reread {
+                    key: key.to_vec(),
+                    now,
+                });
                 continue;
             };
             match located(views[s as usize], key, e) {
@@ -290,48 +299,59 @@ impl Iter {
                 }),
                 Err(err) => {
                     self.ready.push(Ready::other());
-                    self.others.push_back(Err(err));
+                    self.others.push_back(Other::Failed(err));
                 }
             }
         }
         self.segments = views.into_iter().map(SegmentView::to_ref).collect();
-        drop(set);
-        if again.is_empty() {
-            return Ok(());
-        }
-        // Rare: rebuild `others` in item order with the re-read pairs in it.
-        let mut errors = std::mem::take(&mut self.others).into_iter();
-        let mut again = again.into_iter().peekable();
-        let mut kept = Vec::with_capacity(self.ready.len());
-        for (i, r) in self.ready.iter().enumerate() {
-            if r.segment != Ready::OTHER {
-                kept.push(*r);
-                continue;
-            }
-            match again.next_if(|(j, _)| *j == i) {
-                Some((_, key)) => {
-                    // `None`: deleted since, not yielded.
-                    if let Some(value) = self.shared.read(key, Some(now)).transpose() {
-                        kept.push(*r);
-                        self.others.push_back(value.map(|value| {
-                            KvPair(Pair::Owned {
-                                key: key.to_vec(),
-                                value,
-                            })
-                        }));
-                    }
-                }
-                None => {
-                    kept.push(*r);
-                    if let Some(err) = errors.next() {
-                        self.others.push_back(err);
-                    }
-                }
-            }
-        }
-        self.ready = kept;
         Ok(())
     }
+
+    /// The next chunk item, reading the next chunk when this one is used
+    /// up; `None` at the end. A chunk that cannot be read becomes an
+    /// [`Other::Failed`] item that ends the iteration.
+    // Not inlined on its own, it cost both ways of taking pairs 5 % per item.
+    #[inline(always)]
+    fn step(&mut self) -> Option<Ready> {
+        loop {
+            if let Some(&r) = self.ready.get(self.next) {
+                self.next += 1;
+                return Some(r);
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.fill() {
+                self.done = true;
+                self.ready = vec![Ready::other()];
+                self.next = 0;
+                self.others = VecDeque::from([Other::Failed(e)]);
+            }
+        }
+    }
+
+    /// What the [`Ready::OTHER`] item just stepped over stands for; `None`
+    /// when its key was deleted since (it is not yielded).
+    #[cold]
+    fn other(&mut self) -> Option<Result<KvPair>> {
+        // `fill` gives every OTHER item its entry: `None` is not reached.
+        match self.others.pop_front()? {
+            Other::Failed(e) => Some(Err(e)),
+            Other::Reread { key, now } => match self.shared.read(&key, Some(now)) {
+                Ok(Some(value)) => Some(Ok(KvPair(Pair::Owned { key, value }))),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            },
+        }
+    }
+}
+
+/// The key's and the value's bytes in a segment, from where the key starts
+/// (the value follows it).
+fn spans(key_at: u32, key_len: u32, value_len: u32) -> (Range<usize>, Range<usize>) {
+    let key = key_at as usize..key_at as usize + key_len as usize;
+    let value = key.end..key.end + value_len as usize;
+    (key, value)
 }
 
 /// Where the value of `key`'s record at `e` lies in `segment`, checksum and
@@ -347,13 +367,7 @@ fn located(segment: SegmentView<'_>, key: &[u8], e: &Entry) -> Result<(u32, u32)
 /// The pair of `key` at `e` in `segment` (a point read without a copy).
 pub(crate) fn pair_at(segment: SegmentRef, key: &[u8], e: &Entry) -> Result<KvPair> {
     let (key_at, value_len) = located(segment.view(), key, e)?;
-    let (key, value) = Ready {
-        segment: 0,
-        key_at,
-        key_len: len_u32(key.len()),
-        value_len,
-    }
-    .ranges();
+    let (key, value) = spans(key_at, len_u32(key.len()), value_len);
     Ok(KvPair(Pair::Mapped {
         segment,
         key,
@@ -380,26 +394,14 @@ impl Iter {
     /// ```
     pub fn next_ref(&mut self) -> Option<Result<(&[u8], &[u8])>> {
         loop {
-            if self.next == self.ready.len() {
-                if self.done {
-                    return None;
-                }
-                if let Err(e) = self.fill() {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                continue;
-            }
-            let r = self.ready[self.next];
-            self.next += 1;
+            let r = self.step()?;
             if r.segment == Ready::OTHER {
-                match self.others.pop_front() {
+                match self.other() {
                     Some(Ok(pair)) => {
                         let pair = self.lent.insert(pair);
                         return Some(Ok((pair.key(), pair.value())));
                     }
                     Some(Err(e)) => return Some(Err(e)),
-                    // `fill` gives every OTHER item its entry: not reached.
                     None => continue,
                 }
             }
@@ -407,7 +409,7 @@ impl Iter {
             let i = r.segment as usize;
             // `fill` checked both against the record (the value follows the
             // key): not failed. Checked without a borrow, which returning
-            // one from inside the loop would stretch over `fill`.
+            // one from inside the loop would stretch over `step`.
             let fits = self
                 .segments
                 .get(i)
@@ -425,30 +427,21 @@ impl Iterator for Iter {
 
     fn next(&mut self) -> Option<Result<KvPair>> {
         loop {
-            if let Some(&r) = self.ready.get(self.next) {
-                self.next += 1;
-                if r.segment == Ready::OTHER {
-                    match self.others.pop_front() {
-                        Some(item) => return Some(item),
-                        None => continue,
-                    }
+            let r = self.step()?;
+            if r.segment == Ready::OTHER {
+                match self.other() {
+                    Some(item) => return Some(item),
+                    None => continue,
                 }
-                let Some(segment) = self.segments.get(r.segment as usize) else {
-                    continue;
-                };
+            }
+            // `fill` put the segment there: not failed.
+            if let Some(segment) = self.segments.get(r.segment as usize) {
                 let (key, value) = r.ranges();
                 return Some(Ok(KvPair(Pair::Mapped {
                     segment: segment.clone(),
                     key,
                     value,
                 })));
-            }
-            if self.done {
-                return None;
-            }
-            if let Err(e) = self.fill() {
-                self.done = true;
-                return Some(Err(e));
             }
         }
     }
