@@ -49,10 +49,13 @@ use super::{SegmentId, Shared};
 /// What a queued request's submitter waits on.
 pub(crate) type Reply = Result<Vec<OpResult>>;
 
-type Replies = Vec<(oneshot::Sender<Reply>, Vec<OpResult>)>;
+/// A request's reply channel and its results, once they are known.
+type Ack = (oneshot::Sender<Reply>, Vec<OpResult>);
+
+type Replies = Vec<Ack>;
 
 /// Acknowledgements waiting to be sent, oldest first.
-pub(crate) type Relay = VecDeque<(oneshot::Sender<Reply>, Vec<OpResult>)>;
+pub(crate) type Relay = VecDeque<Ack>;
 
 /// Acknowledgements a thread sends at once from the relay: the thread that
 /// synced a round, and then each waiter it woke. Waking a thread is a system
@@ -557,10 +560,7 @@ impl Shared {
             // groups, so it waits its turn behind them.
             let unsynced = always && self.unsynced.lock().is_ok_and(|u| !u.settled());
             if !unsynced {
-                for (tx, results) in replies {
-                    let _ = tx.send(Ok(results));
-                }
-                return;
+                return send_all(replies);
             }
         }
         let (memtable, base) = if buf.is_empty() {
@@ -608,9 +608,7 @@ impl Shared {
             return fail_all(replies, &e);
         }
         Counters::add(&self.counters.writes, replies.len() as u64);
-        for (tx, results) in replies {
-            let _ = tx.send(Ok(results));
-        }
+        send_all(replies);
     }
 
     /// Step 3: copies `buf` into `wal.log`, rotating first if it does not fit
@@ -826,20 +824,17 @@ impl Shared {
     /// in log order: the order the acknowledgements reach their threads in
     /// tells nothing, as between any two writes in flight at once.
     fn acknowledge(&self, mut acks: Replies) {
-        self.relay(usize::MAX);
-        if acks.len() > RELAY_FANOUT {
-            let rest = acks.split_off(RELAY_FANOUT);
-            // Plain data under the lock: a poisoned one is still whole.
-            let mut relay = self
-                .relay
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            relay.extend(rest);
-            self.relaying.store(true, Ordering::Release);
+        let rest = acks.split_off(RELAY_FANOUT.min(acks.len()));
+        if rest.is_empty() && !self.relaying.load(Ordering::Acquire) {
+            return send_all(acks);
         }
-        for (tx, results) in acks {
-            let _ = tx.send(Ok(results));
-        }
+        let mut relay = self.relay_queue();
+        let mut now: Replies = relay.drain(..).collect();
+        now.append(&mut acks);
+        relay.extend(rest);
+        self.relaying.store(!relay.is_empty(), Ordering::Release);
+        drop(relay);
+        send_all(now);
     }
 
     /// Sends up to `n` acknowledgements waiting in the relay, oldest first.
@@ -850,20 +845,19 @@ impl Shared {
         if !self.relaying.load(Ordering::Acquire) {
             return;
         }
-        // Plain data under the lock: a poisoned one is still whole.
-        let mut relay = self
-            .relay
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut relay = self.relay_queue();
         let take = n.min(relay.len());
         let batch: Replies = relay.drain(..take).collect();
-        if relay.is_empty() {
-            self.relaying.store(false, Ordering::Release);
-        }
+        self.relaying.store(!relay.is_empty(), Ordering::Release);
         drop(relay);
-        for (tx, results) in batch {
-            let _ = tx.send(Ok(results));
-        }
+        send_all(batch);
+    }
+
+    fn relay_queue(&self) -> std::sync::MutexGuard<'_, Relay> {
+        // Plain data under the lock: a poisoned one is still whole.
+        self.relay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// fsyncs `m` (and first the directory, if a rotation named it), counting it.
@@ -1005,6 +999,12 @@ fn offset_u32(offset: u64) -> u32 {
 
 fn live_prior(live: bool) -> Prior {
     if live { Prior::Live } else { Prior::Absent }
+}
+
+fn send_all(acks: Replies) {
+    for (tx, results) in acks {
+        let _ = tx.send(Ok(results));
+    }
 }
 
 fn fail_all(replies: Replies, e: &Error) {
