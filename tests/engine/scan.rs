@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvstore::engine::clock::ManualClock;
-use kvstore::engine::{Engine, Expiry, Iter};
+use kvstore::engine::{Expiry, Iter};
 use proptest::prelude::*;
 
 use super::support::{open, tiny};
@@ -111,7 +111,7 @@ proptest! {
                     expiring.remove(&key(k));
                 }
                 Step::PutExpiring(k, v) => {
-                    let at = clock_now(&db) + 500;
+                    let at = db.now_ms() + 500;
                     db.put_with_expiry(&key(k), &value(k, v), Expiry::from_raw(at)).unwrap();
                     model.insert(key(k), value(k, v));
                     expiring.insert(key(k), at);
@@ -123,7 +123,7 @@ proptest! {
                 }
                 Step::Advance => {
                     clock.advance(400);
-                    let now = clock_now(&db);
+                    let now = db.now_ms();
                     expiring.retain(|k, at| {
                         let gone = *at <= now;
                         if gone {
@@ -155,10 +155,6 @@ proptest! {
             prop_assert_eq!(&lent(db.prefix(prefix)), &want);
         }
     }
-}
-
-fn clock_now(db: &Engine) -> u64 {
-    db.now_ms()
 }
 
 /// Scans while compactions retire the segments the scan's chunks point
